@@ -1,4 +1,7 @@
-"""Shared test set-up: fixed seeds and thread counts so results are repeatable."""
+"""Shared test set-up: fixed seeds and thread counts so results are repeatable.
+
+Tests marked ``slow`` only run with ``--runslow`` (``make stress``); ``make test`` stays fast.
+"""
 
 import random
 
@@ -7,6 +10,19 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow: run with --runslow (make stress)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,36 @@
+# Two commands do everything on a fresh clone: `make reproduce` and `make test`.
+# Both create .venv when it is missing and (re)install only when pyproject.toml changed.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.canlib-installed
+PROFILE ?= synthetic
+
+.PHONY: install test reproduce stress bench lint clean-venv
+
+install: $(STAMP)
+
+# The stamp depends on pyproject.toml: editing the dependencies reinstalls, nothing else does.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[notebooks,dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+reproduce: $(STAMP)
+	$(PY) -m canlib reproduce --profile $(PROFILE)
+
+stress: $(STAMP)
+	$(PY) -m pytest -q -m slow --runslow
+
+bench: $(STAMP)
+	$(PY) benchmarks/eval_speed.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check canlib tests benchmarks
+
+clean-venv:
+	rm -rf $(VENV)
