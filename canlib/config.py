@@ -1,0 +1,357 @@
+"""Plain, frozen dataclasses that describe one training run.
+
+Every field says where its default comes from: ``paper: <section>`` when the CAN paper
+states it, ``ours: <reason>`` when the paper is silent and we chose (usually following a
+strong public baseline). :func:`describe_sources` turns a config into the table that the
+notebooks print, so a reader sees at a glance which choices are the paper's.
+
+A config is Python data: build it, print it, override fields with ``"section.field=value"``
+strings (the command line and papermill parameters use the same syntax), hash it to name
+a run folder, and round-trip it through a dict for checkpoints and manifests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from canlib.errors import ConfigError
+
+
+def paper(where: str, default: Any) -> Any:
+    """A field whose default the paper states (``where``: section, table or equation)."""
+    return field(default=default, metadata={"source": f"paper: {where}"})
+
+
+def ours(why: str, default: Any) -> Any:
+    """A field the paper leaves open; ``why`` says what we chose and after whom."""
+    return field(default=default, metadata={"source": f"ours: {why}"})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, how images are sampled into batches and how they are augmented."""
+
+    dataset: str = ours("the built-in synthetic dataset runs anywhere offline", "synthetic")
+    data_root: str | None = ours("None: the synthetic cache; real datasets need a path", None)
+    synthetic_size: str = ours("size preset of the built-in dataset", "default")
+    cuhk03_subset: str = ours("CUHK03 new protocol, labeled boxes (torchreid default)", "labeled")
+    height: int = paper("§4.6, 384x128 inputs", 384)
+    width: int = paper("§4.6, 384x128 inputs", 128)
+    p: int = paper("§4.6, 8 identities per batch", 8)
+    k: int = paper("§4.6, 4 images per identity", 4)
+    epoch: str = ours(
+        "'identities': one pass over the train ids, as in the MGN code the paper builds on "
+        "(4x fewer steps than 'images', the torchreid/fast-reid convention)",
+        "identities",
+    )
+    flip_p: float = ours("random horizontal flip, BoT / torchreid", 0.5)
+    pad: int = ours("pad 10 then random crop, BoT", 10)
+    erasing_p: float = ours("random erasing p=0.5, BoT", 0.5)
+    num_workers: int = ours("2 decoding workers suit a 2-core machine; raise on a GPU box", 2)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network: CAN (paper) or one of its ablations, MGN or the global-only baseline."""
+
+    name: str = paper("§3.2, the CAN model", "can")
+    backbone: str = paper("§3.2, ResNet-50", "resnet50")
+    pretrained: bool = paper("§3.2, ImageNet-initialised ResNet-50 (implied)", True)
+    parts: tuple[int, ...] = paper("§3.2 / Table 1, part_3, part_5, part_7", (3, 5, 7))
+    collaborative: bool = paper("§3.2, collaborative attention on adjacent stripes", True)
+    pooling: str = ours(
+        "'adaptive' = torch's adaptive pooling bins, which the authors' code most likely called; "
+        "'eq1' is equation (1) literally (overlapping windows for 5/7/9 stripes)",
+        "adaptive",
+    )
+    embed_dim: int = paper("§3.2 eq. 4, m = 256", 256)
+    scale: float = ours("cosine-classifier scale, as in CosFace-style normalised softmax", 16.0)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Which losses, on which features (Table 4), and their hyper-parameters."""
+
+    mode: str = paper(
+        "Table 4 best: triplet and center loss on global and local features", "global+local"
+    )
+    margin: float = ours("batch-hard triplet margin 0.3, MGN / BoT", 0.3)
+    center_weight: float = paper("§4.6, lambda = 0.0005", 5e-4)
+    center_lr: float = ours("centres get their own SGD with lr 0.5, BoT", 0.5)
+    label_smoothing: float = ours("off: the paper uses plain cross-entropy (eq. 6)", 0.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser, schedule, budget and run-keeping."""
+
+    epochs: int = paper("§4.6, stop at epoch 600", 600)
+    lr: float = paper("§4.6, Adam with initial lr 3e-4", 3e-4)
+    milestones: tuple[int, ...] = paper("§4.6, lr x0.1 at epochs 250, 350, 450", (250, 350, 450))
+    gamma: float = paper("§4.6, each decay divides the lr by 10", 0.1)
+    weight_decay: float = ours("5e-4, BoT / MGN", 5e-4)
+    warmup_epochs: int = ours("0: the paper's schedule has no warm-up", 0)
+    steps_per_epoch: int | None = ours("None: the sampler's epoch length; set to cap tiny runs", None)
+    eval_every: int = ours("evaluate every 50 epochs and at the end", 50)
+    checkpoint_every: int = ours("checkpoint every 10 epochs and at the end", 10)
+    seed: int = ours("fixed seed for repeatable runs", 0)
+    device: str = ours("'auto': CUDA when present, else CPU", "auto")
+    amp: bool = ours("bf16 autocast on CUDA (ignored on CPU, which stays fp32)", True)
+    channels_last: bool = ours("off by default; helps convolutions on recent GPUs", False)
+    grad_clip: float | None = ours("no gradient clipping", None)
+    deterministic: bool = ours("deterministic kernels (slower); on for exact resume tests", False)
+    threads: int | None = ours("None: torch's default CPU thread count", None)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How test features are extracted and scored."""
+
+    metric: str = paper("§4.6, cosine distance at test", "cosine")
+    flip: bool = ours("off: the paper does not average flipped images", False)
+    rerank: bool = paper("§4.7, results without re-ranking", False)
+    batch_size: int = ours("128 test images per batch", 128)
+    max_rank: int = ours("CMC up to rank 50, torchreid / fast-reid", 50)
+
+
+SECTIONS = ("data", "model", "loss", "train", "eval")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One run: a name plus the five sections above."""
+
+    name: str = "can"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        unknown = set(data) - {"name", *SECTIONS}
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {sorted(unknown)}; expected {SECTIONS}")
+        sections = {}
+        for section in SECTIONS:
+            section_cls = _section_class(section)
+            values = dict(data.get(section, {}))
+            names = {f.name for f in dataclasses.fields(section_cls)}
+            bad = set(values) - names
+            if bad:
+                raise ConfigError(
+                    f"unknown field(s) {sorted(bad)} in config section '{section}'; "
+                    f"known: {sorted(names)}"
+                )
+            hints = typing.get_type_hints(section_cls)
+            coerced = {k: _coerce(f"{section}.{k}", v, hints[k]) for k, v in values.items()}
+            sections[section] = section_cls(**coerced)
+        return cls(name=str(data.get("name", "can")), **sections)
+
+    def with_overrides(self, overrides: dict[str, Any] | list[str] | None) -> ExperimentConfig:
+        """Return a copy with ``{"train.lr": 1e-3}`` or ``["train.lr=1e-3"]`` applied.
+
+        Strings are parsed by the field's type (``"true"``, ``"none"``, ``"3,5,7"``), so the
+        command line and papermill give the same result. Unknown names raise ConfigError.
+        """
+        pairs = parse_overrides(overrides)
+        data = self.to_dict()
+        for key, value in pairs.items():
+            if key == "name":
+                data["name"] = str(value)
+                continue
+            section, _, name = key.partition(".")
+            if section not in SECTIONS or not name:
+                raise ConfigError(
+                    f"override '{key}' must look like 'section.field' with section one of {SECTIONS}"
+                )
+            section_cls = _section_class(section)
+            hints = typing.get_type_hints(section_cls)
+            if name not in hints:
+                raise ConfigError(
+                    f"unknown field '{name}' in config section '{section}'; known: {sorted(hints)}"
+                )
+            data[section][name] = _coerce(key, value, hints[name])
+        return ExperimentConfig.from_dict(data)
+
+    def config_hash(self) -> str:
+        """A short stable hash of everything that changes the result (the name excluded)."""
+        payload = self.to_dict()
+        payload.pop("name")
+        # Fields that change speed or bookkeeping but not the trained weights.
+        for key in ("num_workers",):
+            payload["data"].pop(key)
+        for key in ("eval_every", "checkpoint_every", "device", "threads"):
+            payload["train"].pop(key)
+        text = json.dumps(payload, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def validate(self) -> ExperimentConfig:
+        """Check ranges and names of every field; raise ConfigError on the first problem."""
+        _validate(self)
+        return self
+
+
+def parse_overrides(overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
+    """Normalise ``["a.b=1", ...]`` or ``{"a.b": 1}`` into a dict."""
+    if overrides is None:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    pairs = {}
+    for item in overrides:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override '{item}' must look like 'section.field=value'")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def describe_sources(config: ExperimentConfig) -> list[dict[str, str]]:
+    """One row per field: section, field, value, and whether it is the paper's or ours."""
+    rows = []
+    for section in SECTIONS:
+        obj = getattr(config, section)
+        for f in dataclasses.fields(obj):
+            source = f.metadata["source"]
+            origin, _, note = source.partition(": ")
+            default = f.default
+            value = getattr(obj, f.name)
+            rows.append(
+                {
+                    "field": f"{section}.{f.name}",
+                    "value": repr(value),
+                    "origin": origin if value == default else f"{origin} (overridden)",
+                    "note": note,
+                }
+            )
+    return rows
+
+
+def _section_class(section: str) -> type:
+    return {
+        "data": DataConfig,
+        "model": ModelConfig,
+        "loss": LossConfig,
+        "train": TrainConfig,
+        "eval": EvalConfig,
+    }[section]
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Convert ``value`` (possibly a string from a command line) to the field's type."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        optional = type(None) in args
+        inner = [a for a in args if a is not type(None)]
+        if optional and (value is None or (isinstance(value, str) and value.lower() == "none")):
+            return None
+        return _coerce(key, value, inner[0])
+    if origin is tuple:
+        if isinstance(value, str):
+            items = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            raise ConfigError(f"{key} expects a comma-separated list, got {value!r}")
+        return tuple(_coerce(key, v, args[0]) for v in items)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key} expects true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} expects an integer, got {value!r}")
+        try:
+            number = float(value) if isinstance(value, str) else value
+            if float(number) != int(float(number)):
+                raise ValueError
+            return int(float(number))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} expects an integer, got {value!r}") from None
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} expects a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} expects a number, got {value!r}") from None
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} expects a string, got {value!r}")
+        return value
+    return value
+
+
+DATASETS = ("market1501", "dukemtmcreid", "cuhk03", "msmt17", "folder", "synthetic")
+MODELS = ("can", "mgn", "global")
+BACKBONES = ("resnet50", "resnet18", "resnet18-half", "resnet18-quarter")
+LOSS_MODES = ("ce", "ce+triplet", "ce+triplet+center", "global+local")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    _check(value in choices, f"{key} must be one of {', '.join(choices)} (got {value!r})")
+
+
+def _validate(cfg: ExperimentConfig) -> None:
+    d, m, lo, t, e = cfg.data, cfg.model, cfg.loss, cfg.train, cfg.eval
+    _choice("data.dataset", d.dataset, DATASETS)
+    _check(
+        d.dataset == "synthetic" or bool(d.data_root),
+        f"data.data_root is required for dataset {d.dataset!r}: pass --data-root DIR",
+    )
+    _choice("data.cuhk03_subset", d.cuhk03_subset, ("labeled", "detected", "both"))
+    _choice("data.epoch", d.epoch, ("identities", "images"))
+    for key in ("height", "width", "p", "k"):
+        _check(getattr(d, key) >= 1, f"data.{key} must be >= 1 (got {getattr(d, key)})")
+    _check(d.height % 16 == 0 and d.width % 8 == 0,
+           f"data.height must be a multiple of 16 and data.width of 8 (got {d.height}x{d.width})")
+    for key in ("flip_p", "erasing_p"):
+        _check(0.0 <= getattr(d, key) <= 1.0, f"data.{key} must be in [0, 1] (got {getattr(d, key)})")
+    _check(d.pad >= 0 and d.num_workers >= 0, "data.pad and data.num_workers must be >= 0")
+    _choice("model.name", m.name, MODELS)
+    _choice("model.backbone", m.backbone, BACKBONES)
+    _choice("model.pooling", m.pooling, ("adaptive", "eq1"))
+    _check(all(p >= 1 for p in m.parts) and list(m.parts) == sorted(set(m.parts)),
+           f"model.parts must be increasing positive integers (got {m.parts})")
+    _check(m.embed_dim >= 1 and m.scale > 0, "model.embed_dim must be >= 1 and model.scale > 0")
+    _check(not (m.pretrained and m.backbone.endswith(("half", "quarter"))),
+           f"model.pretrained needs a standard-width backbone (got {m.backbone!r})")
+    _choice("loss.mode", lo.mode, LOSS_MODES)
+    _check(lo.margin >= 0, f"loss.margin must be >= 0 (got {lo.margin})")
+    _check(lo.center_weight >= 0 and lo.center_lr > 0, "loss.center_weight >= 0, center_lr > 0")
+    _check(0.0 <= lo.label_smoothing < 1.0, "loss.label_smoothing must be in [0, 1)")
+    _check(t.epochs >= 1, f"train.epochs must be >= 1 (got {t.epochs})")
+    _check(t.lr > 0 and 0 < t.gamma <= 1, "train.lr must be > 0 and train.gamma in (0, 1]")
+    _check(list(t.milestones) == sorted(t.milestones), "train.milestones must be increasing")
+    _check(t.weight_decay >= 0 and t.warmup_epochs >= 0, "weight_decay, warmup_epochs >= 0")
+    _check(t.steps_per_epoch is None or t.steps_per_epoch >= 1, "train.steps_per_epoch >= 1")
+    _check(t.eval_every >= 1 and t.checkpoint_every >= 1, "eval_every, checkpoint_every >= 1")
+    _check(t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
+           f"train.device must be auto, cpu, cuda or cuda:N (got {t.device!r})")
+    _check(t.grad_clip is None or t.grad_clip > 0, "train.grad_clip must be None or > 0")
+    _check(t.threads is None or t.threads >= 1, "train.threads must be None or >= 1")
+    _choice("eval.metric", e.metric, ("cosine", "euclidean"))
+    _check(e.batch_size >= 1 and e.max_rank >= 1, "eval.batch_size and eval.max_rank >= 1")
