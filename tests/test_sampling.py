@@ -64,8 +64,9 @@ def test_identity_epoch_length_and_each_id_drawn_once():
 
 
 def test_identity_epoch_covers_all_ids_when_p_divides():
-    sampler = PKSampler(_pids([4] * 12), p=4, k=2, seed=3)
-    ids = sorted(_ids_of(sum(sampler.batches(0), []), _pids([4] * 12))[::2])
+    pids = _pids([4] * 12)
+    sampler = PKSampler(pids, p=4, k=2, seed=3)
+    ids = sorted(_ids_of([i for b in sampler.batches(0) for i in b], pids)[::2])
     assert ids == list(range(12))
 
 
@@ -181,7 +182,7 @@ def test_distributed_shares_are_disjoint_and_union_is_single_process_batch(epoch
             assert all(len(share) == p // world_size * k for share in shares)
             id_sets = [set(_ids_of(share, PIDS)) for share in shares]
             assert sum(len(ids) for ids in id_sets) == p  # disjoint identities
-            assert sorted(sum(shares, [])) == sorted(batch)
+            assert sorted(i for share in shares for i in share) == sorted(batch)
 
 
 @pytest.mark.parametrize(
