@@ -114,7 +114,7 @@ def _narrow_resnet(name: str, width: float) -> nn.Module:
     from torchvision's own blocks, with its initialisation (Kaiming-normal fan-out, BN 1/0).
     """
     block, layers, _, _ = _RESNETS[name]
-    base = int(round(64 * width))
+    base = round(64 * width)
     net = nn.Module()
     net.conv1 = nn.Conv2d(3, base, kernel_size=7, stride=2, padding=3, bias=False)
     net.bn1 = nn.BatchNorm2d(base)
@@ -416,7 +416,7 @@ class CANModel(nn.Module):
     cosine distance at test.
 
     Ours (the paper is silent): stripe bins follow torch's adaptive pooling by default
-    (``stripe_method="eq1"`` gives equation (1)); one BN per feature after the shared conv
+    (``pooling="eq1"`` gives equation (1)); one BN per feature after the shared conv
     (BNNeck: clustering losses on the pre-BN features, classifier on the BN ones, as in BoT);
     cosine-classifier scale 16; test embedding = the BN features concatenated and L2-normalised;
     no flip averaging.
@@ -431,8 +431,8 @@ class CANModel(nn.Module):
         width: backbone channel multiplier (ours). Default 1.
         pretrained: False, True (torchvision ImageNet) or a weights path; see :func:`build_resnet`.
         embed_dim: D, embedding size per feature. Default 256 (paper).
-        pool: ``concat`` (paper, max+avg), ``max`` (MGN) or ``avg``. Default ``concat``.
-        stripe_method: ``adaptive`` (default) or ``eq1``; see :func:`stripe_rows`.
+        pool_type: ``concat`` (paper, max+avg), ``max`` (MGN) or ``avg``. Default ``concat``.
+        pooling: ``adaptive`` (default) or ``eq1``; see :func:`stripe_rows`.
         embedding: ``shared`` (paper: one conv for all features, then BN) or ``mgn`` (one
             conv+BN+ReLU per feature). Default ``shared``.
         classifier: ``cosine`` (paper) or ``linear`` (MGN). Default ``cosine``.
@@ -462,8 +462,8 @@ class CANModel(nn.Module):
         width: float = 1.0,
         pretrained: bool | str | os.PathLike = False,
         embed_dim: int = 256,
-        pool: str = "concat",
-        stripe_method: str = "adaptive",
+        pool_type: str = "concat",
+        pooling: str = "adaptive",
         embedding: str = "shared",
         classifier: str = "cosine",
         scale: float = 16.0,
@@ -487,10 +487,11 @@ class CANModel(nn.Module):
             raise ConfigError(f"scale must be a positive number, got {scale!r}")
         if global_stride not in (1, 2):
             raise ConfigError(f"global_stride must be 1 or 2, got {global_stride!r}")
-        for name, value, valid in [("pool", pool, POOLS), ("stripe_method", stripe_method, STRIPE_METHODS),
-                                   ("embedding", embedding, EMBEDDINGS),
-                                   ("classifier", classifier, CLASSIFIERS), ("split", split, SPLITS),
-                                   ("test_features", test_features, TEST_FEATURES)]:
+        for name, value, valid in [
+            ("pool_type", pool_type, POOLS), ("pooling", pooling, STRIPE_METHODS),
+            ("embedding", embedding, EMBEDDINGS), ("classifier", classifier, CLASSIFIERS),
+            ("split", split, SPLITS), ("test_features", test_features, TEST_FEATURES),
+        ]:
             _choice(name, value, valid)
         self.input_size = tuple(input_size)
         self.parts = _validate_parts(parts, _map_size(input_size[0], 1), self.input_size)
@@ -498,8 +499,8 @@ class CANModel(nn.Module):
             raise ConfigError("a model needs a branch: set global_branch=True or give parts")
         self.collaborative = bool(collaborative)
         self.global_branch = bool(global_branch)
-        self.pool = pool
-        self.stripe_method = stripe_method
+        self.pool_type = pool_type
+        self.pooling = pooling
         self.test_features = test_features
         self.flip_test = bool(flip_test)
         self.embed_dim = embed_dim
@@ -534,7 +535,7 @@ class CANModel(nn.Module):
                 nn.Sequential(copy.deepcopy(tail), layer4) if tail is not None else layer4
             )
         channels = _out_channels(net.layer4)
-        self.in_dim = channels * (2 if self.pool == "concat" else 1)
+        self.in_dim = channels * (2 if self.pool_type == "concat" else 1)
 
         self.is_global: list[bool] = []
         self._layout: list[tuple[str, tuple[int, ...]]] = []  # (branch, stripe indices)
@@ -582,14 +583,14 @@ class CANModel(nn.Module):
         blocks = []
         for name, n, _ in self.branch_specs:
             x = maps[name]
-            blocks.append(stripe_pool(x, 1, self.stripe_method, self.pool))
+            blocks.append(stripe_pool(x, 1, self.pooling, self.pool_type))
             if n:
                 if n > x.shape[2]:
                     raise ConfigError(
                         f"branch {name} needs >= {n} rows but the layer-4 map has {x.shape[2]} "
                         f"(input height too small for parts={self.parts})"
                     )
-                s = stripe_pool(x, n, self.stripe_method, self.pool)
+                s = stripe_pool(x, n, self.pooling, self.pool_type)
                 blocks.append(torch.maximum(s[..., :-1], s[..., 1:]) if self.collaborative else s)
         return torch.cat(blocks, dim=2).transpose(1, 2)
 
@@ -634,7 +635,7 @@ class CANModel(nn.Module):
         for index, (branch, stripes) in enumerate(self._layout):
             h, w = (_map_size(s, strides[branch]) for s in self.input_size)
             if stripes:
-                bins = stripe_rows(h, counts[branch], self.stripe_method)
+                bins = stripe_rows(h, counts[branch], self.pooling)
                 rows = (bins[stripes[0]][0], bins[stripes[-1]][1])
             else:
                 rows = (0, h)
@@ -652,7 +653,7 @@ _PRESETS: dict[str, tuple[dict[str, Any], frozenset[str]]] = {
     "can": ({}, frozenset()),
     "global": ({"parts": ()}, frozenset({"parts", "collaborative", "global_branch"})),
     "mgn": (
-        {"parts": (2, 3), "collaborative": False, "pool": "max", "embedding": "mgn",
+        {"parts": (2, 3), "collaborative": False, "pool_type": "max", "embedding": "mgn",
          "classifier": "linear", "global_stride": 2, "split": "layer3.1"},
         frozenset({"parts", "collaborative", "global_branch"}),
     ),
@@ -660,8 +661,8 @@ _PRESETS: dict[str, tuple[dict[str, Any], frozenset[str]]] = {
 MODEL_NAMES: tuple[str, ...] = tuple(sorted(_PRESETS))
 _OPTIONS: tuple[str, ...] = (
     "backbone", "classifier", "collaborative", "embed_dim", "embedding", "flip_test",
-    "global_branch", "global_stride", "input_size", "parts", "pool", "pretrained", "scale", "seed",
-    "split", "stripe_method", "test_features", "width",
+    "global_branch", "global_stride", "input_size", "parts", "pool_type", "pooling",
+    "pretrained", "scale", "seed", "split", "test_features", "width",
 )
 
 
@@ -672,7 +673,7 @@ def build_model(name: str, num_classes: int, **options: Any) -> CANModel:
         name: one of :data:`MODEL_NAMES`.
         num_classes: training identities (classifier outputs).
         **options: keyword options of :class:`CANModel` overriding the preset. ``mgn`` presets
-            ``parts=(2, 3)``, ``collaborative=False``, ``pool="max"``, ``embedding="mgn"``,
+            ``parts=(2, 3)``, ``collaborative=False``, ``pool_type="max"``, ``embedding="mgn"``,
             ``classifier="linear"``, ``global_stride=2`` and ``split="layer3.1"`` (MGN's own
             design, MGN-pytorch ``model/mgn.py``); ``global`` is ``can`` with ``parts=()``.
 
