@@ -135,16 +135,21 @@ class ReIDDataset:
         """Per-split statistics, one dict per split.
 
         Returns:
-            Rows with keys ``split``, ``ids`` (distinct pids, junk and distractors excluded),
+            Rows with keys ``split``, ``ids`` (distinct pids; in query and gallery junk and
+            distractors excluded),
             ``images`` (all records, junk and distractors included), ``cameras``, ``junk`` and
             ``distractors`` (image counts). ``pandas.DataFrame(ds.summary())`` gives a table.
         """
         rows = []
         for split in SPLITS:
             records = getattr(self, split)
-            junk = sum(r.pid in self.junk_pids for r in records)
-            distractors = sum(r.pid in self.distractor_pids for r in records)
-            special = set(self.junk_pids) | set(self.distractor_pids)
+            # Train pids are relabelled (0 is a class there), so the special pids only mean
+            # junk and distractors in query and gallery.
+            junk_pids = () if split == "train" else self.junk_pids
+            distractor_pids = () if split == "train" else self.distractor_pids
+            junk = sum(r.pid in junk_pids for r in records)
+            distractors = sum(r.pid in distractor_pids for r in records)
+            special = set(junk_pids) | set(distractor_pids)
             rows.append(
                 {
                     "split": split,
