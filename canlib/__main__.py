@@ -1,0 +1,184 @@
+"""Command line: ``python -m canlib {prepare-synthetic,train,evaluate,reproduce} ...``.
+
+This module only parses arguments, calls the library and prints; every piece of logic it
+uses is importable from ``canlib`` so notebooks and tests reach the same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from canlib.errors import CanlibError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m canlib",
+        description="Collaborative Attention Network (CAN) for person re-identification.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    prep = commands.add_parser(
+        "prepare-synthetic", help="write the built-in synthetic dataset (Market-1501 layout)"
+    )
+    prep.add_argument("--root", required=True, help="folder to write the dataset into")
+    prep.add_argument("--size", default="default", help="size preset: smoke or default")
+    prep.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+
+    train = commands.add_parser("train", help="train a model under a profile")
+    _add_run_options(train)
+    train.add_argument("--out", help="run folder (default runs/<name>-<config hash>)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    train.add_argument("--model", help="model name: can, mgn or global (same as --set model.name=)")
+
+    evaluate = commands.add_parser("evaluate", help="score a checkpoint on a dataset's test split")
+    evaluate.add_argument("--checkpoint", required=True, help="checkpoint-eNNNNN.pt of a run")
+    evaluate.add_argument("--dataset", help="dataset name (default: the checkpoint's)")
+    evaluate.add_argument("--data-root", help="dataset folder (default: the checkpoint's)")
+    evaluate.add_argument("--rerank", action="store_true", help="apply k-reciprocal re-ranking")
+    evaluate.add_argument("--flip", action="store_true", help="average with flipped images")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    evaluate.add_argument("--json", dest="json_out", help="also write the metrics to this file")
+
+    reproduce = commands.add_parser(
+        "reproduce", help="execute the notebooks with papermill into results/ and figures/"
+    )
+    reproduce.add_argument("--profile", default="synthetic", help="smoke, synthetic or paper")
+    reproduce.add_argument("--dataset", help="dataset name (default: the profile's)")
+    reproduce.add_argument("--data-root", help="folder of a real dataset")
+    reproduce.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    reproduce.add_argument("--only", help="comma-separated notebook numbers, e.g. 03,04")
+    reproduce.add_argument("--force", action="store_true", help="retrain runs that are cached")
+    reproduce.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                           help="override a config field in every notebook")
+    return parser
+
+
+def _add_run_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--profile", default="synthetic", help="smoke, synthetic or paper")
+    sub.add_argument("--dataset", help="market1501, dukemtmcreid, cuhk03, msmt17, folder, synthetic")
+    sub.add_argument("--data-root", help="folder of a real dataset")
+    sub.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config field, e.g. --set train.epochs=10 (repeatable)")
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    items = []
+    if getattr(args, "dataset", None):
+        items.append(f"data.dataset={args.dataset}")
+    if getattr(args, "data_root", None):
+        items.append(f"data.data_root={args.data_root}")
+    if getattr(args, "device", None):
+        items.append(f"train.device={args.device}")
+    if getattr(args, "model", None):
+        items.append(f"model.name={args.model}")
+    return items + list(args.set)
+
+
+def _cmd_prepare_synthetic(args: argparse.Namespace) -> int:
+    from canlib.synthetic import SIZES, generate_synthetic
+
+    if args.size not in SIZES:
+        raise CanlibError(f"unknown --size {args.size!r}; choose one of {', '.join(SIZES)}")
+    config = SIZES[args.size].with_seed(args.seed) if hasattr(SIZES[args.size], "with_seed") else (
+        _replace_seed(SIZES[args.size], args.seed)
+    )
+    root = generate_synthetic(args.root, config, progress=True)
+    print(f"synthetic dataset written to {root}")
+    return 0
+
+
+def _replace_seed(config, seed: int):
+    from dataclasses import replace
+
+    return replace(config, seed=seed)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from canlib.engine import train
+    from canlib.experiments import profile
+
+    if args.resume:
+        cfg = _config_of_run(Path(args.resume)).with_overrides(args.set)
+        result = train(cfg, Path(args.resume), resume=True)
+    else:
+        cfg = profile(args.profile, _overrides(args))
+        result = train(cfg, Path(args.out) if args.out else None)
+    print(json.dumps({"run_dir": str(result.run_dir), **result.metrics}, indent=2))
+    return 0
+
+
+def _config_of_run(run_dir: Path):
+    from canlib.config import ExperimentConfig
+
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise CanlibError(f"--resume {run_dir}: no config.json there; is it a canlib run folder?")
+    return ExperimentConfig.from_dict(json.loads(path.read_text()))
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from canlib.engine import build_data, evaluate_model, load_trained_model, resolve_device
+
+    device = resolve_device(args.device)
+    model, cfg = load_trained_model(args.checkpoint, device=device)
+    overrides = [f"eval.flip={args.flip}", f"eval.rerank={args.rerank}"]
+    if args.dataset:
+        overrides.append(f"data.dataset={args.dataset}")
+    if args.data_root:
+        overrides.append(f"data.data_root={args.data_root}")
+    cfg = cfg.with_overrides(overrides).validate()
+    metrics = evaluate_model(model, build_data(cfg), cfg, device=device)
+    text = json.dumps(metrics, indent=2)
+    if args.json_out:
+        Path(args.json_out).write_text(text)
+    print(text)
+    return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from canlib.reproduce import reproduce
+
+    overrides = list(args.set)
+    if args.dataset:
+        overrides.append(f"data.dataset={args.dataset}")
+    if args.data_root:
+        overrides.append(f"data.data_root={args.data_root}")
+    only = [s.strip() for s in args.only.split(",")] if args.only else None
+    manifest = reproduce(
+        args.profile, overrides=overrides, device=args.device, only=only, force=args.force
+    )
+    print(json.dumps(manifest["notebooks"], indent=2))
+    return 0
+
+
+COMMANDS = {
+    "prepare-synthetic": _cmd_prepare_synthetic,
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "reproduce": _cmd_reproduce,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m canlib`` and the ``canlib`` script."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except CanlibError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command (with --resume for train) to continue",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Atomic, safe checkpoints.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads
+with ``torch.load(..., weights_only=True)``: a file from the internet can never execute
+code on load. Writes go to a temporary file in the same folder that is flushed, synced
+and then renamed over the target, so a crash or a full disk mid-write leaves the previous
+checkpoint untouched. Several epochs are kept (``keep``), and :func:`load_latest` falls
+back to the newest one that loads when the newest is cut short.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from canlib.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^checkpoint-e(\d{5})\.pt$")
+
+
+def checkpoint_path(run_dir: Path, epoch: int) -> Path:
+    """The file name of the checkpoint written after ``epoch`` epochs."""
+    return Path(run_dir) / f"checkpoint-e{epoch:05d}.pt"
+
+
+def save_atomic(state: dict[str, Any], path: Path) -> None:
+    """Write ``state`` to ``path`` so that ``path`` is either the old or the new file, whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(state: dict[str, Any], run_dir: Path, epoch: int, keep: int = 2) -> Path:
+    """Save the state after ``epoch`` epochs and delete all but the newest ``keep`` files."""
+    path = checkpoint_path(run_dir, epoch)
+    save_atomic(state, path)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint files of a run folder, oldest first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    return sorted(p for p in run_dir.iterdir() if _NAME.match(p.name))
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint or weights file without unpickling arbitrary objects.
+
+    Raises:
+        CheckpointError: the file is missing, cut short, or holds anything but plain data
+            (a pickle that would run code is refused, and its payload never runs).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"checkpoint {path} holds objects other than tensors and plain data and was refused "
+            f"(loading uses weights_only=True so untrusted files cannot run code): {_first_line(exc)}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable or cut short: {_first_line(exc)}"
+        ) from None
+
+
+def load_latest(run_dir: Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict]:
+    """The newest checkpoint of ``run_dir`` that loads; broken newer files are skipped."""
+    candidates = list_checkpoints(run_dir)
+    if not candidates:
+        raise CheckpointError(f"no checkpoint-eNNNNN.pt file in {run_dir} to resume from")
+    for path in reversed(candidates):
+        try:
+            return path, load_checkpoint(path, map_location)
+        except CheckpointError as exc:
+            log.warning("skipping unusable checkpoint: %s", exc)
+    raise CheckpointError(f"every checkpoint in {run_dir} is unreadable; cannot resume")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

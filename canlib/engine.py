@@ -1,0 +1,612 @@
+"""The training loop, feature extraction and checkpoint-based evaluation.
+
+One :func:`train` serves the command line, the notebooks and the tests. A run lives in
+one folder: ``config.json``, ``metrics.jsonl`` (one line per epoch and per evaluation),
+``checkpoint-eNNNNN.pt`` files and ``summary.json`` when it finished. Interrupt it at any
+point and call ``train(config, run_dir=..., resume=True)``: it continues from the newest
+good checkpoint and ends with exactly the weights an uninterrupted run would have had
+(on CPU with ``train.deterministic``), because every source of randomness is either
+restored from the checkpoint or a pure function of ``(seed, epoch)``.
+
+Multi-GPU: start with ``torchrun --nproc_per_node=N -m canlib train ...``. Each rank gets
+a disjoint share of the identities of every P x K batch (so the union over ranks is the
+single-process batch), gradients are averaged by DistributedDataParallel (the centre-loss
+gradients by an explicit all-reduce), and rank 0 alone logs and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import resource
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from canlib import checkpoint as ckpt
+from canlib.config import ExperimentConfig
+from canlib.errors import CheckpointError, ConfigError, NonFiniteError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the final metrics and where the run lives."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+# ----------------------------------------------------------------------------- set-up
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; an unavailable CUDA is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device is {name!r} but no CUDA device is available here")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (the engine is the only place that touches global RNGs)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A per-epoch seed, so each epoch's augmentation draws depend on (seed, epoch) only."""
+    return (seed * 1_000_003 + epoch * 7919) % 2**31
+
+
+def lr_factor(epoch: int, cfg: ExperimentConfig) -> float:
+    """Multiplier of ``train.lr`` during ``epoch`` (0-based): warm-up, then step decay.
+
+    The paper (§4.6) decays x0.1 at epochs 250, 350 and 450; a linear warm-up from 0.1x over
+    ``warmup_epochs`` (BoT) is available but off in the paper profile.
+    """
+    t = cfg.train
+    factor = t.gamma ** sum(epoch >= m for m in t.milestones)
+    if epoch < t.warmup_epochs:
+        factor *= 0.1 + 0.9 * epoch / t.warmup_epochs
+    return factor
+
+
+def build_data(cfg: ExperimentConfig):
+    """The dataset named by ``cfg.data`` (the synthetic one is generated on first use)."""
+    from canlib.datasets import build_dataset
+
+    d = cfg.data
+    options: dict[str, Any] = {}
+    if d.dataset == "synthetic":
+        options = {"size": d.synthetic_size}
+    elif d.dataset == "cuhk03":
+        options = {"subset": d.cuhk03_subset}
+    return build_dataset(d.dataset, d.data_root, **options)
+
+
+def transform_config(cfg: ExperimentConfig):
+    from canlib.transforms import TransformConfig
+
+    d = cfg.data
+    return TransformConfig(
+        height=d.height, width=d.width, flip_p=d.flip_p, pad=d.pad, erasing_p=d.erasing_p
+    )
+
+
+def build_model_from_config(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
+    from canlib.model import build_model
+
+    m = cfg.model
+    options: dict[str, Any] = {
+        "backbone": m.backbone,
+        "pretrained": m.pretrained,
+        "embed_dim": m.embed_dim,
+        "input_size": (cfg.data.height, cfg.data.width),
+    }
+    if m.name != "mgn":  # MGN keeps its own pooling and linear classifier
+        options.update(scale=m.scale, pooling=m.pooling)
+    if m.name == "can":
+        options.update(parts=m.parts, collaborative=m.collaborative)
+    return build_model(m.name, num_classes, **options)
+
+
+def build_loss(cfg: ExperimentConfig, model: nn.Module, num_classes: int) -> nn.Module:
+    from canlib.losses import CANLoss
+
+    lo = cfg.loss
+    return CANLoss(
+        num_classes=num_classes,
+        num_features=model.num_features,
+        feat_dim=model.embed_dim,
+        is_global=model.is_global,
+        mode=lo.mode,
+        margin=lo.margin,
+        center_weight=lo.center_weight,
+        label_smoothing=lo.label_smoothing,
+    )
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class _Run:
+    """Mutable state of one training run (kept out of the module namespace)."""
+
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+        self.world_size = dist.get_world_size() if dist.is_initialized() else 1
+        self.device = resolve_device(cfg.train.device)
+        if dist.is_initialized() and self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(self.device)
+        self.is_main = self.rank == 0
+
+
+def train(
+    cfg: ExperimentConfig,
+    run_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after_steps: int | None = None,
+) -> TrainResult:
+    """Train ``cfg`` into ``run_dir`` and return the final metrics.
+
+    Args:
+        cfg: the experiment; validated before any work starts.
+        run_dir: the run folder (default ``runs/<name>-<config hash>``).
+        resume: continue from the newest good checkpoint in ``run_dir``; a checkpoint of a
+            different config is refused with :class:`CheckpointError`.
+        progress: show a tqdm bar per epoch.
+        stop_after_steps: stop (as if killed) after this many optimisation steps in this
+            call, without a final checkpoint; used by the resume tests.
+
+    Returns:
+        :class:`TrainResult` with the run folder and the final test metrics (in percent:
+        ``rank1``, ``rank5``, ``rank10``, ``mAP``, ``mINP``) plus time, speed and memory.
+    """
+    cfg.validate()
+    run_dir = Path(run_dir) if run_dir else Path("runs") / f"{cfg.name}-{cfg.config_hash()}"
+    run = _Run(cfg, run_dir)
+    t = cfg.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    if t.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=run.device.type == "cuda")
+    seed_everything(t.seed)
+
+    from canlib.sampling import PKSampler
+
+    data = build_data(cfg)
+    num_classes = data.num_train_pids
+    train_pids = [r[1] for r in data.train]
+    sampler = PKSampler(
+        train_pids, p=cfg.data.p, k=cfg.data.k, epoch=cfg.data.epoch, seed=t.seed,
+        rank=run.rank, world_size=run.world_size,
+    )
+    steps_per_epoch = min(len(sampler), t.steps_per_epoch or len(sampler))
+    model = build_model_from_config(cfg, num_classes).to(run.device)
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    criterion = build_loss(cfg, model, num_classes).to(run.device)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=t.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=t.weight_decay,
+        fused=run.device.type == "cuda",
+    )
+    center_params = [p for p in criterion.parameters() if p.requires_grad]
+    center_optimizer = torch.optim.SGD(center_params, lr=cfg.loss.center_lr) if center_params else None
+
+    start_epoch = 0
+    if resume:
+        start_epoch = _restore(run, model, optimizer, center_optimizer, criterion)
+    elif run.is_main:
+        _prepare_run_dir(run)
+
+    train_model: nn.Module = model
+    if dist.is_initialized():
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[run.device.index] if run.device.type == "cuda" else None
+        )
+
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if t.amp and run.device.type == "cuda"
+        else nullcontext()
+    )
+    started = time.monotonic()
+    steps_done = 0
+    images_seen = 0
+    history: list[dict[str, Any]] = []
+    final_metrics: dict[str, Any] = {}
+    for epoch in range(start_epoch, t.epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = t.lr * lr_factor(epoch, cfg)
+        sampler.set_epoch(epoch)
+        loader = _epoch_loader(cfg, data.train, sampler, epoch, run.device)
+        train_model.train()
+        sums: dict[str, float] = {}
+        epoch_start = time.monotonic()
+        epoch_images = 0
+        bar = tqdm(
+            total=steps_per_epoch, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False,
+            disable=not (progress and run.is_main), dynamic_ncols=True,
+        )
+        for step, batch in enumerate(loader):
+            if step >= steps_per_epoch:
+                break
+            images = batch[0].to(run.device, non_blocking=True)
+            pids = batch[1].to(run.device, non_blocking=True)
+            if t.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                outputs = train_model(images)
+            losses = criterion(_float_outputs(outputs), pids)
+            _check_finite(losses, epoch, step)
+            optimizer.zero_grad(set_to_none=True)
+            if center_optimizer is not None:
+                center_optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            if t.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            optimizer.step()
+            if center_optimizer is not None:
+                _step_centers(center_params, center_optimizer, cfg.loss.center_weight)
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            epoch_images += images.shape[0] * run.world_size
+            steps_done += 1
+            bar.update(1)
+            bar.set_postfix(
+                {k: f"{v / (step + 1):.3f}" for k, v in sums.items()}
+                | {"img/s": f"{epoch_images / max(time.monotonic() - epoch_start, 1e-9):.0f}"}
+            )
+            if stop_after_steps is not None and steps_done >= stop_after_steps:
+                bar.close()
+                return TrainResult(run_dir, {"stopped_after_steps": steps_done})
+        bar.close()
+        images_seen += epoch_images
+        seconds = time.monotonic() - epoch_start
+        row = {
+            "kind": "train",
+            "epoch": epoch + 1,
+            "step": (epoch + 1) * steps_per_epoch,
+            "lr": optimizer.param_groups[0]["lr"],
+            **{f"loss_{k}": v / max(steps_per_epoch, 1) for k, v in sums.items()},
+            "images_per_s": epoch_images / max(seconds, 1e-9),
+            "epoch_seconds": seconds,
+            **memory_usage(run.device),
+        }
+        last = epoch + 1 == t.epochs
+        if run.is_main and ((epoch + 1) % t.eval_every == 0 or last):
+            final_metrics = evaluate_model(model, data, cfg, device=run.device)
+            history.append({"kind": "eval", "epoch": epoch + 1, **final_metrics})
+        if run.is_main:
+            _append_log(run.run_dir, row)
+            if history and history[-1]["epoch"] == epoch + 1:
+                _append_log(run.run_dir, history[-1])
+            if (epoch + 1) % t.checkpoint_every == 0 or last:
+                _save(run, model, optimizer, center_optimizer, criterion, epoch + 1)
+        if dist.is_initialized():
+            dist.barrier()
+
+    wall = time.monotonic() - started
+    summary = {
+        **final_metrics,
+        "epochs": t.epochs,
+        "epoch_definition": cfg.data.epoch,
+        "steps_per_epoch": steps_per_epoch,
+        "wall_seconds": wall,
+        "images_per_s": images_seen / max(wall, 1e-9),
+        "device": str(run.device),
+        "world_size": run.world_size,
+        **memory_usage(run.device),
+    }
+    if run.is_main:
+        (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return TrainResult(run_dir, summary)
+
+
+def _epoch_loader(cfg: ExperimentConfig, records, sampler, epoch: int, device: torch.device):
+    """The loader of one epoch, its augmentation draws a pure function of (seed, epoch).
+
+    With worker processes the DataLoader's generator fixes each worker's seed; in the main
+    process the transform gets its own generator. Either way a resumed run redraws exactly
+    what the uninterrupted run drew.
+    """
+    from canlib.loader import build_train_loader
+    from canlib.transforms import build_train_transform
+
+    seed = epoch_seed(cfg.train.seed, epoch)
+    in_process = cfg.data.num_workers == 0
+    transform = build_train_transform(
+        transform_config(cfg), torch.Generator().manual_seed(seed) if in_process else None
+    )
+    return build_train_loader(
+        records, transform, sampler, num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda", seed=seed,
+    )
+
+
+def _float_outputs(outputs: Any) -> Any:
+    """Losses are computed in fp32 even when the forward pass ran under bf16 autocast."""
+    if isinstance(outputs, dict):
+        return {k: v.float() if torch.is_tensor(v) else v for k, v in outputs.items()}
+    return outputs
+
+
+def _check_finite(losses: dict[str, torch.Tensor], epoch: int, step: int) -> None:
+    for name, value in losses.items():
+        if not torch.isfinite(value).all():
+            raise NonFiniteError(
+                f"the {name} loss became {float(value)} at epoch {epoch + 1}, step {step + 1}; "
+                "training stopped and the last good checkpoint was left as it was"
+            )
+
+
+def _step_centers(params: list[torch.Tensor], optimizer: torch.optim.Optimizer, weight: float):
+    """Update the centres with their own SGD, undoing the loss weight (as BoT does).
+
+    The centre loss enters the total as ``weight * L_C``; dividing the centres' gradient by
+    ``weight`` makes their learning rate independent of it, so lambda only scales how hard
+    the features are pulled, not how fast the centres move.
+    """
+    for p in params:
+        if p.grad is None:
+            continue
+        if dist.is_initialized():
+            dist.all_reduce(p.grad)
+            p.grad /= dist.get_world_size()
+        if weight > 0:
+            p.grad /= weight
+    optimizer.step()
+
+
+def memory_usage(device: torch.device) -> dict[str, float]:
+    """Peak resident memory of this process (and peak CUDA memory on a GPU), in MiB."""
+    usage = {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        usage["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return usage
+
+
+# ----------------------------------------------------------------------------- run folder
+
+
+def _prepare_run_dir(run: _Run) -> None:
+    run_dir = run.run_dir
+    if ckpt.list_checkpoints(run_dir) or (run_dir / "metrics.jsonl").exists():
+        raise ConfigError(
+            f"run folder {run_dir} already holds a run; pass resume=True (--resume) to continue "
+            "it or choose another folder"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(run.cfg.to_dict(), indent=2))
+
+
+def _append_log(run_dir: Path, row: dict[str, Any]) -> None:
+    with open(run_dir / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps(_jsonable(row)) + "\n")
+
+
+def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The rows of a run's ``metrics.jsonl`` (train rows and eval rows)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in row.items():
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        elif isinstance(value, (np.floating, np.integer)):
+            value = value.item()
+        out[key] = value
+    return out
+
+
+def _save(run, model, optimizer, center_optimizer, criterion, epoch: int) -> None:
+    state = {
+        "format": "canlib-checkpoint-v1",
+        "config": json.dumps(run.cfg.to_dict()),
+        "config_hash": run.cfg.config_hash(),
+        "epoch": epoch,
+        "step_in_epoch": 0,
+        "model": model.state_dict(),
+        "criterion": criterion.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "center_optimizer": center_optimizer.state_dict() if center_optimizer else {},
+        "scheduler": {"epoch": epoch, "lr_factor": lr_factor(epoch, run.cfg)},
+        "rng": _rng_state(),
+    }
+    ckpt.save_checkpoint(state, run.run_dir, epoch)
+
+
+def _restore(run, model, optimizer, center_optimizer, criterion) -> int:
+    path, state = ckpt.load_latest(run.run_dir, map_location="cpu")
+    if state.get("config_hash") != run.cfg.config_hash():
+        raise CheckpointError(
+            f"checkpoint {path} was written by a different config (hash "
+            f"{state.get('config_hash')}, this run {run.cfg.config_hash()}); resume it with the "
+            "config in its config.json, or start a new run folder"
+        )
+    model.load_state_dict(state["model"])
+    criterion.load_state_dict(state["criterion"])
+    optimizer.load_state_dict(state["optimizer"])
+    if center_optimizer is not None and state["center_optimizer"]:
+        center_optimizer.load_state_dict(state["center_optimizer"])
+    _set_rng_state(state["rng"])
+    _truncate_log(run.run_dir, state["epoch"])
+    log.info("resumed %s from %s (epoch %d)", run.run_dir, path.name, state["epoch"])
+    return int(state["epoch"])
+
+
+def _truncate_log(run_dir: Path, epoch: int) -> None:
+    """Drop log rows of epochs after the checkpoint, which the resumed run will redo."""
+    rows = [r for r in read_log(run_dir) if r.get("epoch", 0) <= epoch]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "python": json.dumps(random.getstate()),
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = json.loads(state["python"])
+    random.setstate((version, tuple(internal), gauss))
+    keys = state["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def extract_features(
+    model: nn.Module,
+    records: Sequence[tuple[str, int, int]],
+    cfg: ExperimentConfig,
+    *,
+    device: torch.device | str = "cpu",
+    flip: bool | None = None,
+    progress: bool = False,
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Embed ``records`` with ``model`` in eval mode.
+
+    Args:
+        model: a model whose eval-mode forward returns (B, D) L2-normalised embeddings.
+        records: ``(path, pid, camid)`` tuples.
+        cfg: supplies the input size, the batch size and the flip default.
+        device: where to run.
+        flip: average with the horizontally flipped image (default ``cfg.eval.flip``).
+
+    Returns:
+        ``(features (N, D) float32 on device, pids (N,), camids (N,))``; flipped features are
+        averaged and re-normalised.
+    """
+    from canlib.loader import build_test_loader
+    from canlib.transforms import build_test_transform
+
+    flip = cfg.eval.flip if flip is None else flip
+    loader = build_test_loader(
+        list(records), build_test_transform(transform_config(cfg)),
+        batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,
+    )
+    was_training = model.training
+    model.eval()
+    feats, pids, camids = [], [], []
+    for batch in tqdm(loader, desc="features", leave=False, disable=not progress):
+        images = batch[0].to(device)
+        out = model(images).float()
+        if flip:
+            out = nn.functional.normalize(out + model(images.flip(-1)).float(), dim=1)
+        feats.append(out)
+        pids.append(np.asarray(batch[1]))
+        camids.append(np.asarray(batch[2]))
+    model.train(was_training)
+    features = torch.cat(feats)
+    if not torch.isfinite(features).all():
+        raise NonFiniteError("extracted features contain NaN or Inf values")
+    return features, np.concatenate(pids), np.concatenate(camids)
+
+
+def evaluate_model(
+    model: nn.Module,
+    data,
+    cfg: ExperimentConfig,
+    *,
+    device: torch.device | str = "cpu",
+    rerank: bool | None = None,
+    return_raw: bool = False,
+) -> dict[str, Any]:
+    """Extract query and gallery features and score them under the dataset's protocol.
+
+    Returns metrics in percent: ``rank1``, ``rank3``, ``rank5``, ``rank10``, ``mAP``,
+    ``mINP`` and ``num_valid`` (plus ``cmc``/``distmat`` arrays when ``return_raw``).
+    """
+    from canlib.evaluate import evaluate_rank, pairwise_distance, re_rank
+
+    rerank = cfg.eval.rerank if rerank is None else rerank
+    qf, q_pids, q_camids = extract_features(model, data.query, cfg, device=device)
+    gf, g_pids, g_camids = extract_features(model, data.gallery, cfg, device=device)
+    distmat = pairwise_distance(qf, gf, metric=cfg.eval.metric)
+    if rerank:
+        distmat = re_rank(
+            distmat,
+            pairwise_distance(qf, qf, metric=cfg.eval.metric),
+            pairwise_distance(gf, gf, metric=cfg.eval.metric),
+        )
+    result = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=cfg.eval.max_rank)
+    metrics = metrics_in_percent(result)
+    if return_raw:
+        metrics["cmc"] = np.asarray(result["cmc"])
+        metrics["distmat"] = distmat
+    return metrics
+
+
+def metrics_in_percent(result: dict[str, Any], ranks: Sequence[int] = (1, 3, 5, 10)) -> dict:
+    """The contract's fractions as the percent figures the paper's tables print."""
+    cmc = np.asarray(result["cmc"])
+    out = {f"rank{r}": 100.0 * float(cmc[min(r, len(cmc)) - 1]) for r in ranks}
+    out["mAP"] = 100.0 * float(result["mAP"])
+    out["mINP"] = 100.0 * float(result["mINP"])
+    out["num_valid"] = int(result["num_valid"])
+    return out
+
+
+def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild the model of a checkpoint written by :func:`train` and load its weights.
+
+    Returns ``(model, config)``; the model is in eval mode on ``device``.
+    """
+    state = ckpt.load_checkpoint(Path(path), map_location="cpu")
+    if "config" not in state or "model" not in state:
+        raise CheckpointError(f"{path} is not a canlib training checkpoint (no config/model)")
+    cfg = ExperimentConfig.from_dict(json.loads(state["config"]))
+    num_classes = _num_classes_from_state(state["model"])
+    model = build_model_from_config(cfg.with_overrides({"model.pretrained": False}), num_classes)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), cfg
+
+
+def _num_classes_from_state(state: dict[str, torch.Tensor]) -> int:
+    for key, value in state.items():
+        if "classifier" in key and key.endswith("weight") and value.ndim == 2:
+            return int(value.shape[0])
+    raise CheckpointError("could not find a classifier weight in the checkpoint's model state")
+
+
+def is_finite_number(value: Any) -> bool:
+    """True for a real, finite number (used by notebook post-conditions)."""
+    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -1,0 +1,193 @@
+"""Execute the numbered notebooks with papermill into versioned results.
+
+``reproduce("synthetic")`` runs ``notebooks/NN_*.ipynb`` in order, each in a fresh
+``python3`` kernel of the current environment, with the profile and its overrides as
+papermill parameters. Executed notebooks go to ``results/<profile>/notebooks/``, tables to
+``results/<profile>/``, figures to ``figures/<profile>/``, and ``manifest.json`` records the
+environment and, per notebook, wall time, peak memory and status.
+
+Trained models are cached by config hash under ``results/<profile>/runs/``, so a
+reproduction interrupted half way and started again redoes only what is missing. A
+previous manifest is kept as ``manifest.previous.json``, and the files a run replaces are
+listed in the log, so earlier results are never overwritten silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from canlib.config import parse_overrides
+from canlib.errors import CanlibError, ConfigError
+from canlib.experiments import profile
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Per-notebook limits (seconds): papermill stops a cell that runs longer.
+TIMEOUTS = {"smoke": 600, "synthetic": 3600, "paper": 7 * 24 * 3600}
+
+
+def notebooks(folder: Path | None = None) -> list[Path]:
+    """The numbered notebooks ``NN_name.ipynb`` of ``folder``, in reading order."""
+    folder = folder or REPO_ROOT / "notebooks"
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def output_dirs(profile_name: str, root: Path | None = None) -> dict[str, Path]:
+    """Where a profile's results, figures, runs and executed notebooks go."""
+    root = root or REPO_ROOT
+    results = root / "results" / profile_name
+    return {
+        "results": results,
+        "figures": root / "figures" / profile_name,
+        "runs": results / "runs",
+        "notebooks": results / "notebooks",
+    }
+
+
+def reproduce(
+    profile_name: str,
+    *,
+    overrides: list[str] | dict[str, Any] | None = None,
+    device: str = "auto",
+    only: list[str] | None = None,
+    force: bool = False,
+    root: Path | None = None,
+) -> dict[str, Any]:
+    """Run the notebooks of ``profile_name`` and return the manifest.
+
+    Args:
+        profile_name: ``smoke``, ``synthetic`` or ``paper``.
+        overrides: config overrides applied in every notebook (``"data.data_root=/data"``).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        only: notebook numbers to run (``["03", "04"]``); default all.
+        force: retrain cached runs.
+        root: repository root holding ``notebooks/``, ``results/``, ``figures/``.
+
+    Raises:
+        ConfigError: a bad profile, override or notebook number, before anything runs.
+        CanlibError: a notebook failed; the partial executed notebook is kept.
+    """
+    import papermill
+
+    override_list = [f"{k}={v}" for k, v in parse_overrides(overrides).items()]
+    # Validate everything before the first (possibly hour-long) notebook starts.
+    profile(profile_name, override_list + [f"train.device={device}"])
+    root = root or REPO_ROOT
+    selected = _select(notebooks(root / "notebooks"), only)
+    dirs = output_dirs(profile_name, root)
+    for path in dirs.values():
+        path.mkdir(parents=True, exist_ok=True)
+    manifest_path = dirs["results"] / "manifest.json"
+    previous = _keep_previous_manifest(manifest_path)
+    from canlib.results import environment
+
+    manifest: dict[str, Any] = {
+        "profile": profile_name,
+        "overrides": override_list,
+        "device": device,
+        "environment": environment(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "notebooks": dict(previous.get("notebooks", {})) if only else {},
+    }
+    parameters = {
+        "profile": profile_name,
+        "overrides": override_list,
+        "device": device,
+        "force": force,
+        "results_dir": str(dirs["results"]),
+        "figures_dir": str(dirs["figures"]),
+        "runs_dir": str(dirs["runs"]),
+    }
+    for nb in selected:
+        out = dirs["notebooks"] / nb.name
+        if out.exists():
+            log.info("replacing %s", out)
+        entry: dict[str, Any] = {"status": "running"}
+        manifest["notebooks"][nb.stem] = entry
+        _write_json(manifest_path, manifest)
+        started = time.monotonic()
+        with _PeakMemory() as memory:
+            try:
+                papermill.execute_notebook(
+                    str(nb), str(out), parameters=parameters, kernel_name="python3",
+                    cwd=str(nb.parent), progress_bar=False, execution_timeout=TIMEOUTS[profile_name],
+                )
+                entry["status"] = "ok"
+            except papermill.PapermillExecutionError as exc:
+                entry["status"] = "failed"
+                entry["error"] = f"{exc.ename}: {exc.evalue}"
+        entry["wall_seconds"] = round(time.monotonic() - started, 1)
+        entry["peak_rss_mib"] = round(memory.peak_mib, 1)
+        manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        _write_json(manifest_path, manifest)
+        if entry["status"] == "failed":
+            raise CanlibError(
+                f"notebook {nb.name} failed ({entry['error']}); the partial notebook is in {out}"
+            )
+    return manifest
+
+
+def _select(found: list[Path], only: list[str] | None) -> list[Path]:
+    if not found:
+        raise ConfigError(f"no numbered notebooks (NN_*.ipynb) in {REPO_ROOT / 'notebooks'}")
+    if not only:
+        return found
+    by_number = {p.name[:2]: p for p in found}
+    unknown = [n for n in only if n.zfill(2) not in by_number]
+    if unknown:
+        raise ConfigError(f"--only {','.join(unknown)}: no such notebook; have {', '.join(by_number)}")
+    return [by_number[n.zfill(2)] for n in only]
+
+
+def _keep_previous_manifest(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    previous = json.loads(path.read_text())
+    path.with_name("manifest.previous.json").write_text(path.read_text())
+    log.info("keeping the previous manifest as %s", path.with_name("manifest.previous.json"))
+    return previous
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+class _PeakMemory:
+    """Polls the resident memory of this process and its children (the kernel)."""
+
+    def __init__(self, interval: float = 0.5):
+        self.interval = interval
+        self.peak_mib = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> _PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    continue
+            self.peak_mib = max(self.peak_mib, total / 2**20)
+            self._stop.wait(self.interval)
+

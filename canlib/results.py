@@ -1,0 +1,204 @@
+"""Run folders, cached runs, side-by-side tables and manifests.
+
+A table row is trained once per config: :func:`run_experiment` keys the run folder by the
+config's hash, returns the stored metrics of a finished run, resumes an interrupted one
+and trains a missing one. Tables put our measured numbers next to the paper's with the
+difference, and are written as CSV and Markdown.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from canlib.config import ExperimentConfig
+from canlib.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def run_dir_for(cfg: ExperimentConfig, runs_root: str | Path) -> Path:
+    """Where the run of ``cfg`` lives: ``<runs_root>/<config hash>``.
+
+    The name is left out on purpose: the same model under two names (Table 3's "part-1,3,5,7
+    with CA" is Table 4's "CAN + CE + Triplet") is trained once and shared.
+    """
+    return Path(runs_root) / cfg.config_hash()
+
+
+def run_experiment(
+    cfg: ExperimentConfig, runs_root: str | Path, *, force: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Metrics of ``cfg``: reused when finished, resumed when interrupted, else trained.
+
+    Args:
+        cfg: the experiment.
+        runs_root: folder holding one sub-folder per run.
+        force: retrain from scratch even when a finished run exists (the old folder is
+            renamed ``<folder>.old-<timestamp>``, never deleted).
+        progress: show tqdm bars.
+
+    Returns:
+        The run's summary (metrics in percent, wall time, speed, memory) plus ``run_dir``
+        and ``reused`` (True when nothing was trained).
+    """
+    from canlib import checkpoint
+    from canlib.engine import train
+
+    run_dir = run_dir_for(cfg, runs_root)
+    summary_path = run_dir / "summary.json"
+    if force and run_dir.exists():
+        backup = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir.rename(backup)
+        log.info("force: moved the previous run to %s", backup)
+    if summary_path.exists():
+        return {**json.loads(summary_path.read_text()), "run_dir": str(run_dir), "reused": True}
+    resume = bool(checkpoint.list_checkpoints(run_dir))
+    if not resume and run_dir.exists():
+        # A run killed before its first checkpoint: nothing to keep but its partial log.
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    result = train(cfg, run_dir, resume=resume, progress=progress)
+    return {**result.metrics, "run_dir": str(run_dir), "reused": False}
+
+
+def final_checkpoint(run_dir: str | Path) -> Path:
+    """The newest checkpoint file of a finished run (what later notebooks reuse)."""
+    from canlib import checkpoint
+
+    files = checkpoint.list_checkpoints(Path(run_dir))
+    if not files:
+        raise ConfigError(f"run folder {run_dir} has no checkpoint; train it first")
+    return files[-1]
+
+
+def compare_table(
+    measured: Mapping[str, Mapping[str, float]],
+    paper_table: str,
+    *,
+    columns: tuple[str, ...] | None = None,
+) -> pd.DataFrame:
+    """Paper vs measured, one row per table row: ``<col> paper``, ``<col> ours``, ``<col> Δ``.
+
+    Args:
+        measured: row name -> metrics in percent (``mAP``, ``rank1``, ...). Rows absent from
+            ``measured`` are shown with empty measured cells, never silently dropped.
+        paper_table: ``table2`` .. ``table6`` of :mod:`canlib.paper`.
+        columns: subset of the paper table's columns to show.
+    """
+    from canlib.paper import paper_rows
+
+    rows = paper_rows(paper_table)
+    cols = columns or tuple(k for k in rows[0] if k != "row")
+    out = []
+    for row in rows:
+        ours = measured.get(row["row"], {})
+        line: dict[str, Any] = {"row": row["row"]}
+        for col in cols:
+            theirs, mine = row.get(col), ours.get(col)
+            line[f"{col} paper"] = theirs
+            line[f"{col} ours"] = None if mine is None else round(float(mine), 1)
+            line[f"{col} Δ"] = (
+                None if mine is None or theirs is None else round(float(mine) - theirs, 1)
+            )
+        out.append(line)
+    return pd.DataFrame(out).set_index("row")
+
+
+def metrics_table(measured: Mapping[str, Mapping[str, float]], columns: tuple[str, ...]) -> pd.DataFrame:
+    """Our measured rows only, rounded to one decimal like the paper's tables."""
+    data = {row: {c: round(float(m[c]), 1) for c in columns} for row, m in measured.items()}
+    return pd.DataFrame.from_dict(data, orient="index")
+
+
+def save_table(table: pd.DataFrame, out_dir: str | Path, name: str, note: str = "") -> list[Path]:
+    """Write ``table`` as ``<name>.csv`` and ``<name>.md`` (with ``note`` above the table)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out_dir / f"{name}.csv", out_dir / f"{name}.md"
+    table.to_csv(csv_path)
+    md_path.write_text((note.strip() + "\n\n" if note else "") + to_markdown(table) + "\n")
+    return [csv_path, md_path]
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub Markdown table (pandas' own needs the optional ``tabulate`` package)."""
+    index_name = table.index.name or ""
+    header = [index_name, *map(str, table.columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for idx, row in table.iterrows():
+        cells = ["" if pd.isna(v) else (f"{v:.1f}" if isinstance(v, float) else str(v)) for v in row]
+        lines.append("| " + " | ".join([str(idx), *cells]) + " |")
+    return "\n".join(lines)
+
+
+def run_description(cfg: ExperimentConfig) -> str:
+    """One honest sentence saying what a measured number was measured on."""
+    d, m, t = cfg.data, cfg.model, cfg.train
+    dataset = f"the built-in synthetic dataset ({d.synthetic_size})" if d.dataset == "synthetic" else d.dataset
+    return (
+        f"Measured on {dataset}, {t.epochs} epochs of '{d.epoch}' "
+        f"({t.steps_per_epoch or 'all'} steps each), backbone {m.backbone} "
+        f"({'ImageNet-pretrained' if m.pretrained else 'trained from scratch'}), "
+        f"{d.height}x{d.width} inputs, P x K = {d.p} x {d.k}, {m.pooling} pooling."
+    )
+
+
+def environment() -> dict[str, Any]:
+    """OS, Python, package versions, device and git state, for manifests."""
+    import numpy
+    import torch
+
+    info: dict[str, Any] = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpu_count": _cpu_count(),
+        "numpy": numpy.__version__,
+        "pandas": pd.__version__,
+    }
+    for name in ("torchvision", "papermill", "nbval", "canlib"):
+        info[name] = _version(name)
+    info.update(git_state())
+    return info
+
+
+def git_state() -> dict[str, Any]:
+    """Commit and dirty flag of the working tree (``None`` outside a git checkout)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return {"git_commit": None, "git_dirty": None}
+    return {"git_commit": sha, "git_dirty": bool(dirty)}
+
+
+def _version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _cpu_count() -> int | None:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
