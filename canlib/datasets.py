@@ -199,7 +199,9 @@ def relabel(records: Iterable[ImageRecord]) -> tuple[list[ImageRecord], list[int
 
 def _require_dir(path: Path, what: str, expected: str) -> None:
     if not path.is_dir():
-        raise DatasetNotFoundError(f"{what} not found: {path} does not exist; expected {expected}.")
+        raise DatasetNotFoundError(
+            f"{what} not found: {path} is not an existing folder; expected {expected}."
+        )
 
 
 def _require_nonempty(records: Sequence[ImageRecord], source: Path, expected: str) -> None:
@@ -208,8 +210,10 @@ def _require_nonempty(records: Sequence[ImageRecord], source: Path, expected: st
 
 
 def _sorted_files(folder: Path) -> list[Path]:
-    # Sorted so that record order never depends on the filesystem.
-    return sorted(p for p in folder.iterdir() if p.is_file())
+    # Sorted so that record order never depends on the filesystem; scandir's cached file type
+    # spares one stat call per image on 20k-file folders.
+    with os.scandir(folder) as entries:
+        return sorted(Path(e.path) for e in entries if e.is_file())
 
 
 def _check_camera(cam: int, max_cam: int | None, path: str | Path, dataset: str) -> None:
