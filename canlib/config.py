@@ -40,7 +40,7 @@ class DataConfig:
     dataset: str = ours("the built-in synthetic dataset runs anywhere offline", "synthetic")
     data_root: str | None = ours("None: the synthetic cache; real datasets need a path", None)
     synthetic_size: str = ours("size preset of the built-in dataset", "default")
-    cuhk03_subset: str = ours("CUHK03 new protocol, labeled boxes (torchreid default)", "labeled")
+    cuhk03_subset: str = ours("CUHK03 new protocol, labeled boxes (torchreid defaults to detected)", "labeled")
     height: int = paper("§4.6, 384x128 inputs", 384)
     width: int = paper("§4.6, 384x128 inputs", 128)
     p: int = paper("§4.6, 8 identities per batch", 8)
