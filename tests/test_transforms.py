@@ -168,10 +168,11 @@ def test_erasing_happens_with_probability_p_and_area_in_scale():
 def test_erasing_box_aspect_in_ratio_range():
     generator = torch.Generator().manual_seed(6)
     for _ in range(500):
-        top, left, box_h, box_w = random_erasing_params(384, 128, generator, p=1.0)
-        # Rounding each side by at most 0.5 px moves the aspect slightly past the bounds.
-        assert 0.3 * (box_w - 0.5) / (box_w + 0.5) <= box_h / box_w
-        assert box_h / box_w <= 3.3 * (box_h + 0.5) / (box_h - 0.5)
+        _, _, box_h, box_w = random_erasing_params(384, 128, generator, p=1.0)
+        # The unrounded sides h*, w* are within 0.5 px of the rounded ones, and
+        # 0.3 <= h* / w* <= 3.3.
+        assert (box_h + 0.5) / (box_w - 0.5) >= 0.3
+        assert (box_h - 0.5) / (box_w + 0.5) <= 3.3
 
 
 def test_erased_box_is_zero_after_normalisation_and_the_rest_untouched():
