@@ -10,6 +10,11 @@ seeded from ``seed`` when given) or else from the main process's torch RNG. The 
 transform seeds its own generator from that (see :mod:`canlib.transforms`), so workers
 augment differently and a run with a fixed seed is repeatable for a fixed ``num_workers``.
 No NumPy or ``random`` state is used in workers, so no ``worker_init_fn`` is needed.
+
+Resume caveat: the sampler resumes mid-epoch with exactly the remaining batches, but the
+augmentation draws are a stream per worker (or per process), not keyed by batch position,
+so a run resumed mid-epoch sees the same images with different random flips, crops and
+erasings than the uninterrupted run would have.
 """
 
 from __future__ import annotations
