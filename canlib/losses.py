@@ -56,8 +56,9 @@ def cross_entropy_loss(logits: Tensor, pids: Tensor, *, label_smoothing: float =
         logits = logits[:, None]
     b, f, _ = logits.shape
     # cross_entropy takes (N, C, d) with targets (N, d): classes move to dim 1.
-    return F.cross_entropy(logits.transpose(1, 2), pids[:, None].expand(b, f),
-                           label_smoothing=label_smoothing)
+    return F.cross_entropy(
+        logits.transpose(1, 2), pids[:, None].expand(b, f), label_smoothing=label_smoothing
+    )
 
 
 def pairwise_distances(x: Tensor, *, squared: bool = False) -> Tensor:
@@ -149,8 +150,15 @@ class CenterLoss(nn.Module):
         seed: if given, initialise the centres from this seed without touching the global RNG.
     """
 
-    def __init__(self, num_classes: int, num_features: int, feat_dim: int, *,
-                 squared: bool = True, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        num_features: int,
+        feat_dim: int,
+        *,
+        squared: bool = True,
+        seed: int | None = None,
+    ) -> None:
         super().__init__()
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.centers = nn.Parameter(
@@ -166,12 +174,21 @@ class CenterLoss(nn.Module):
         return 0.5 * dist.mean()
 
 
-def _validate(num_classes: int, num_features: int, feat_dim: int, is_global: Sequence[bool],
-              mode: str, center_weight: float) -> list[bool]:
+def _validate(
+    num_classes: int,
+    num_features: int,
+    feat_dim: int,
+    is_global: Sequence[bool],
+    mode: str,
+    center_weight: float,
+) -> list[bool]:
     if mode not in _MODES:
         raise ConfigError(f"unknown loss mode {mode!r}; valid: {', '.join(LOSS_MODES)}")
-    for name, value in [("num_classes", num_classes), ("num_features", num_features),
-                        ("feat_dim", feat_dim)]:
+    for name, value in [
+        ("num_classes", num_classes),
+        ("num_features", num_features),
+        ("feat_dim", feat_dim),
+    ]:
         if not (isinstance(value, int) and value >= 1):
             raise ConfigError(f"{name} must be a positive int, got {value!r}")
     flags = [bool(g) for g in (is_global.tolist() if isinstance(is_global, Tensor) else is_global)]
@@ -252,9 +269,11 @@ class CANLoss(nn.Module):
         zero = ce.new_zeros(())
         feats = outputs["features"].index_select(1, self.selected)
         triplet = (
-            batch_hard_triplet_loss(feats, pids, margin=self.margin, squared=self.squared,
-                                    soft_margin=self.soft_margin)
-            if self.use_triplet else zero
+            batch_hard_triplet_loss(
+                feats, pids, margin=self.margin, squared=self.squared, soft_margin=self.soft_margin
+            )
+            if self.use_triplet
+            else zero
         )
         center = self.center_weight * self.center(feats, pids) if self.center is not None else zero
         return {"total": ce + triplet + center, "ce": ce, "triplet": triplet, "center": center}

@@ -1,17 +1,19 @@
 """CAN, its ablations and the MGN baseline, as one configurable multi-branch network.
 
-Paper: Li et al., "Collaborative Attention Network for Person Re-identification" (CAN), section 3.2,
-Table 1 and equations (1)-(4). Baseline: Wang et al., "Learning Discriminative Features with Multiple
-Granularities for Person Re-Identification" (MGN, arXiv:1804.01438), as implemented in
-seathiefwang/MGN-pytorch (``model/mgn.py``).
+Paper: Li et al., "Collaborative Attention Network for Person Re-identification" (CAN),
+section 3.2, Table 1 and equations (1)-(4). Baseline: Wang et al., "Learning Discriminative
+Features with Multiple Granularities for Person Re-Identification" (MGN, arXiv:1804.01438), as
+implemented in seathiefwang/MGN-pytorch (``model/mgn.py``).
 
 Every variant the paper trains is an option of :class:`CANModel`, built by :func:`build_model`:
 
 - ``build_model("can", C)``: the paper's model (global branch + ``part_3``, ``part_5``, ``part_7``,
   collaborative attention, max+avg concat pooling, one shared 1x1 embedding, 16 x 256 features).
-- ``parts=...`` reproduces Table 2's partition patterns, ``collaborative=False`` Table 3's "w/o CA" rows.
+- ``parts=...`` reproduces Table 2's partition patterns, ``collaborative=False`` Table 3's
+  "w/o CA" rows.
 - ``build_model("global", C)``: the global branch alone ("part-1", a ResNet baseline).
-- ``build_model("mgn", C)``: MGN from the same pieces (global, part-2, part-3 branches; 8 x 256 features).
+- ``build_model("mgn", C)``: MGN from the same pieces (global, part-2, part-3 branches;
+  8 x 256 features).
 
 Output contract (relied on by ``canlib.losses`` and ``canlib.engine``):
 
@@ -52,12 +54,24 @@ __all__ = [
 
 # name -> (block, blocks per stage, torchvision builder, torchvision weights enum member)
 _RESNETS: dict[str, tuple[type[nn.Module], list[int], Any, Any]] = {
-    "resnet18": (tv_resnet.BasicBlock, [2, 2, 2, 2], tv_resnet.resnet18,
-                 tv_resnet.ResNet18_Weights.IMAGENET1K_V1),
-    "resnet34": (tv_resnet.BasicBlock, [3, 4, 6, 3], tv_resnet.resnet34,
-                 tv_resnet.ResNet34_Weights.IMAGENET1K_V1),
-    "resnet50": (tv_resnet.Bottleneck, [3, 4, 6, 3], tv_resnet.resnet50,
-                 tv_resnet.ResNet50_Weights.IMAGENET1K_V1),
+    "resnet18": (
+        tv_resnet.BasicBlock,
+        [2, 2, 2, 2],
+        tv_resnet.resnet18,
+        tv_resnet.ResNet18_Weights.IMAGENET1K_V1,
+    ),
+    "resnet34": (
+        tv_resnet.BasicBlock,
+        [3, 4, 6, 3],
+        tv_resnet.resnet34,
+        tv_resnet.ResNet34_Weights.IMAGENET1K_V1,
+    ),
+    "resnet50": (
+        tv_resnet.Bottleneck,
+        [3, 4, 6, 3],
+        tv_resnet.resnet50,
+        tv_resnet.ResNet50_Weights.IMAGENET1K_V1,
+    ),
 }
 # Named shortcuts for narrow backbones: name -> (resnet, width multiplier).
 _ALIASES: dict[str, tuple[str, float]] = {
@@ -89,12 +103,15 @@ def _resolve_backbone(backbone: str, width: float) -> tuple[str, float]:
     if backbone not in _RESNETS:
         raise ConfigError(f"unknown backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
     if not (isinstance(width, (int, float)) and 0 < width <= 4 and round(64 * width) >= 4):
-        raise ConfigError(f"width must be a number in (0, 4] giving >= 4 stem channels, got {width!r}")
+        raise ConfigError(
+            f"width must be a number in (0, 4] giving >= 4 stem channels, got {width!r}"
+        )
     return backbone, float(width)
 
 
-def _make_stage(block: type[nn.Module], inplanes: int, planes: int, blocks: int,
-                stride: int) -> nn.Sequential:
+def _make_stage(
+    block: type[nn.Module], inplanes: int, planes: int, blocks: int, stride: int
+) -> nn.Sequential:
     """One ResNet stage, laid out exactly as torchvision's ``ResNet._make_layer`` does."""
     out = planes * block.expansion
     downsample = None
@@ -123,7 +140,9 @@ def _narrow_resnet(name: str, width: float) -> nn.Module:
     inplanes = base
     for i, blocks in enumerate(layers):
         planes = base * 2**i
-        setattr(net, f"layer{i + 1}", _make_stage(block, inplanes, planes, blocks, 1 if i == 0 else 2))
+        setattr(
+            net, f"layer{i + 1}", _make_stage(block, inplanes, planes, blocks, 1 if i == 0 else 2)
+        )
         inplanes = planes * block.expansion
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
@@ -140,8 +159,9 @@ def _imagenet_state_dict(name: str) -> dict[str, Tensor]:
     filename = os.path.basename(url)
     cache = os.path.join(torch.hub.get_dir(), "checkpoints")
     try:
-        return torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True,
-                                                  map_location="cpu", weights_only=True)
+        return torch.hub.load_state_dict_from_url(
+            url, progress=False, check_hash=True, map_location="cpu", weights_only=True
+        )
     except Exception as exc:  # any failure (offline, bad hash, bad file) gets the same advice
         raise CheckpointError(
             f"ImageNet weights for {name} could not be loaded from {url} ({type(exc).__name__}: "
@@ -168,8 +188,9 @@ def _load_weights_file(path: str | os.PathLike) -> dict[str, Tensor]:
     return state
 
 
-def build_resnet(backbone: str = "resnet50", width: float = 1.0,
-                 pretrained: bool | str | os.PathLike = False) -> nn.Module:
+def build_resnet(
+    backbone: str = "resnet50", width: float = 1.0, pretrained: bool | str | os.PathLike = False
+) -> nn.Module:
     """A torchvision-layout ResNet (``conv1`` .. ``layer4``; its ``fc`` is never used).
 
     Args:
@@ -201,13 +222,17 @@ def build_resnet(backbone: str = "resnet50", width: float = 1.0,
     else:
         raise ConfigError(f"pretrained must be False, True or a file path, got {pretrained!r}")
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    result = net.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith("fc.")]
-    if missing or result.unexpected_keys:
+    expected = {k for k in net.state_dict() if not k.startswith("fc.")}
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
         raise CheckpointError(
             f"pretrained weights do not fit {name}: missing {missing[:3]}, unexpected "
-            f"{result.unexpected_keys[:3]} (expected a torchvision {name} state dict)"
+            f"{unexpected[:3]} (expected a torchvision {name} state dict)"
         )
+    try:
+        net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise CheckpointError(f"pretrained weights do not fit {name}: {exc}") from exc
     logger.info("loaded pretrained %s weights", name)
     return net
 
@@ -250,7 +275,9 @@ def stripe_rows(height: int, stripes: int, method: str = "adaptive") -> list[tup
     if not 1 <= stripes <= height:
         raise ConfigError(f"cannot cut a {height}-row feature map into {stripes} stripes")
     if method == "adaptive":
-        return [((i * height) // stripes, -((-(i + 1) * height) // stripes)) for i in range(stripes)]
+        return [
+            ((i * height) // stripes, -((-(i + 1) * height) // stripes)) for i in range(stripes)
+        ]
     stride = height // stripes
     kernel = height - (stripes - 1) * stride
     return [(i * stride, i * stride + kernel) for i in range(stripes)]
@@ -327,8 +354,9 @@ class _MGNEmbedding(nn.Module):
         super().__init__()
         self.reductions = nn.ModuleList()
         for _ in range(num_features):
-            red = nn.Sequential(nn.Conv2d(in_dim, embed_dim, 1, bias=False),
-                                nn.BatchNorm2d(embed_dim), nn.ReLU())
+            red = nn.Sequential(
+                nn.Conv2d(in_dim, embed_dim, 1, bias=False), nn.BatchNorm2d(embed_dim), nn.ReLU()
+            )
             nn.init.kaiming_normal_(red[0].weight, mode="fan_in")
             nn.init.normal_(red[1].weight, mean=1.0, std=0.02)
             nn.init.zeros_(red[1].bias)
@@ -348,8 +376,9 @@ class _Classifiers(nn.Module):
     (MGN-pytorch, Kaiming-normal fan-out init).
     """
 
-    def __init__(self, kind: str, num_features: int, num_classes: int, embed_dim: int,
-                 scale: float) -> None:
+    def __init__(
+        self, kind: str, num_features: int, num_classes: int, embed_dim: int, scale: float
+    ) -> None:
         super().__init__()
         self.kind = kind
         self.scale = scale
@@ -364,7 +393,9 @@ class _Classifiers(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.kind == "cosine":
-            cos = torch.einsum("bfd,fcd->bfc", F.normalize(x, dim=-1), F.normalize(self.weight, dim=-1))
+            cos = torch.einsum(
+                "bfd,fcd->bfc", F.normalize(x, dim=-1), F.normalize(self.weight, dim=-1)
+            )
             return self.scale * cos
         return torch.einsum("bfd,fcd->bfc", x, self.weight) + self.bias
 
@@ -475,22 +506,29 @@ class CANModel(nn.Module):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        if not (isinstance(num_classes, int) and not isinstance(num_classes, bool)
-                and num_classes >= 0):
+        if not (
+            isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes >= 0
+        ):
             raise ConfigError(f"num_classes must be an int >= 0, got {num_classes!r}")
         if not (isinstance(embed_dim, int) and embed_dim >= 1):
             raise ConfigError(f"embed_dim must be a positive int, got {embed_dim!r}")
-        if not (isinstance(input_size, (tuple, list)) and len(input_size) == 2
-                and all(isinstance(s, int) and s >= 32 for s in input_size)):
+        if not (
+            isinstance(input_size, (tuple, list))
+            and len(input_size) == 2
+            and all(isinstance(s, int) and s >= 32 for s in input_size)
+        ):
             raise ConfigError(f"input_size must be (height, width) ints >= 32, got {input_size!r}")
         if not (isinstance(scale, (int, float)) and scale > 0):
             raise ConfigError(f"scale must be a positive number, got {scale!r}")
         if global_stride not in (1, 2):
             raise ConfigError(f"global_stride must be 1 or 2, got {global_stride!r}")
         for name, value, valid in [
-            ("pool_type", pool_type, POOLS), ("pooling", pooling, STRIPE_METHODS),
-            ("embedding", embedding, EMBEDDINGS), ("classifier", classifier, CLASSIFIERS),
-            ("split", split, SPLITS), ("test_features", test_features, TEST_FEATURES),
+            ("pool_type", pool_type, POOLS),
+            ("pooling", pooling, STRIPE_METHODS),
+            ("embedding", embedding, EMBEDDINGS),
+            ("classifier", classifier, CLASSIFIERS),
+            ("split", split, SPLITS),
+            ("test_features", test_features, TEST_FEATURES),
         ]:
             _choice(name, value, valid)
         self.input_size = tuple(input_size)
@@ -514,11 +552,21 @@ class CANModel(nn.Module):
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
-            self._build(num_classes, backbone, width, pretrained, embedding, classifier, scale, split)
+            self._build(
+                num_classes, backbone, width, pretrained, embedding, classifier, scale, split
+            )
 
-    def _build(self, num_classes: int, backbone: str, width: float,
-               pretrained: bool | str | os.PathLike, embedding: str, classifier: str,
-               scale: float, split: str) -> None:
+    def _build(
+        self,
+        num_classes: int,
+        backbone: str,
+        width: float,
+        pretrained: bool | str | os.PathLike,
+        embedding: str,
+        classifier: str,
+        scale: float,
+        split: str,
+    ) -> None:
         net = build_resnet(backbone, width, pretrained)
         trunk = [net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2]
         if split == "layer4":
@@ -545,14 +593,17 @@ class CANModel(nn.Module):
             if n:
                 k = n - 1 if self.collaborative else n
                 self.is_global += [False] * k
-                self._layout += [(name, (i, i + 1) if self.collaborative else (i,)) for i in range(k)]
+                self._layout += [
+                    (name, (i, i + 1) if self.collaborative else (i,)) for i in range(k)
+                ]
         self.num_features = len(self.is_global)
 
         emb_cls = _SharedEmbedding if embedding == "shared" else _MGNEmbedding
         self.embedding = emb_cls(self.in_dim, self.embed_dim, self.num_features)
         self.classifier = (
             _Classifiers(classifier, self.num_features, num_classes, self.embed_dim, float(scale))
-            if num_classes else None
+            if num_classes
+            else None
         )
 
     # ---------------------------------------------------------------- forward pieces
@@ -639,10 +690,17 @@ class CANModel(nn.Module):
                 rows = (bins[stripes[0]][0], bins[stripes[-1]][1])
             else:
                 rows = (0, h)
-            records.append({
-                "index": index, "branch": branch, "kind": "local" if stripes else "global",
-                "stripes": stripes, "rows": rows, "map": f"{h}x{w}", "dim": self.embed_dim,
-            })
+            records.append(
+                {
+                    "index": index,
+                    "branch": branch,
+                    "kind": "local" if stripes else "global",
+                    "stripes": stripes,
+                    "rows": rows,
+                    "map": f"{h}x{w}",
+                    "dim": self.embed_dim,
+                }
+            )
         return records
 
 
@@ -653,16 +711,38 @@ _PRESETS: dict[str, tuple[dict[str, Any], frozenset[str]]] = {
     "can": ({}, frozenset()),
     "global": ({"parts": ()}, frozenset({"parts", "collaborative", "global_branch"})),
     "mgn": (
-        {"parts": (2, 3), "collaborative": False, "pool_type": "max", "embedding": "mgn",
-         "classifier": "linear", "global_stride": 2, "split": "layer3.1"},
+        {
+            "parts": (2, 3),
+            "collaborative": False,
+            "pool_type": "max",
+            "embedding": "mgn",
+            "classifier": "linear",
+            "global_stride": 2,
+            "split": "layer3.1",
+        },
         frozenset({"parts", "collaborative", "global_branch"}),
     ),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(sorted(_PRESETS))
 _OPTIONS: tuple[str, ...] = (
-    "backbone", "classifier", "collaborative", "embed_dim", "embedding", "flip_test",
-    "global_branch", "global_stride", "input_size", "parts", "pool_type", "pooling",
-    "pretrained", "scale", "seed", "split", "test_features", "width",
+    "backbone",
+    "classifier",
+    "collaborative",
+    "embed_dim",
+    "embedding",
+    "flip_test",
+    "global_branch",
+    "global_stride",
+    "input_size",
+    "parts",
+    "pool_type",
+    "pooling",
+    "pretrained",
+    "scale",
+    "seed",
+    "split",
+    "test_features",
+    "width",
 )
 
 

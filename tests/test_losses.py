@@ -145,13 +145,19 @@ def test_canloss_switches_select_features(mode):
     pids = torch.tensor([0, 0, 1, 1, 2, 2, 3, 4])
     crit = CANLoss(5, 4, 6, IS_GLOBAL, mode=mode, margin=0.3, center_weight=0.01, seed=0).double()
     got = crit(out, pids)
-    chosen = {"ce": [], "ce+triplet": [0, 2], "ce+triplet+center": [0, 2],
-              "global+local": [0, 1, 2, 3]}[mode]
+    chosen = {
+        "ce": [],
+        "ce+triplet": [0, 2],
+        "ce+triplet+center": [0, 2],
+        "global+local": [0, 1, 2, 3],
+    }[mode]
     ce = cross_entropy_loss(out["logits"], pids)
     trip = 0.0
     if mode != "ce":
-        trip = sum(_triplet_reference(out["features"][:, f], pids.tolist(), 0.3, False, False)
-                   for f in chosen) / len(chosen)
+        trip = sum(
+            _triplet_reference(out["features"][:, f], pids.tolist(), 0.3, False, False)
+            for f in chosen
+        ) / len(chosen)
     center = 0.0
     if "center" in mode or mode == "global+local":
         cen = crit.center.centers.detach()
