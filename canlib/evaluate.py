@@ -1,0 +1,727 @@
+"""Distances, ranking metrics (CMC, mAP, mINP) and k-reciprocal re-ranking.
+
+The metrics follow the protocol that Market-1501, DukeMTMC-reID, MSMT17 and CUHK03 (new
+protocol) share: for each query, gallery items with the query's pid *and* camera are removed,
+junk items (pid ``-1``) are removed, distractors (pid ``0``) are ordinary negatives, and a
+query left with no true match is skipped (``num_valid`` counts the others). Ties in distance
+are broken by gallery order, as a stable sort of each row would break them.
+
+How :func:`evaluate_rank` avoids sorting (ours; the textbook algorithm argsorts every row):
+
+* Under a stable sort, the 0-based rank of a valid gallery item ``j`` in query ``i``'s list is
+  ``#{valid g : (d[i, g], g) < (d[i, j], j)}`` in lexicographic order. CMC needs the rank of
+  the first true match, AP the rank of every true match, mINP the rank of the last one; only
+  these ranks are needed, not the order of the negatives among themselves.
+* Every item that precedes a true match in that order has ``d[i, g] <= t_i``, where ``t_i``
+  is the largest true-match distance of the row. So one vectorised comparison
+  ``d <= t_i`` per row selects *candidates* that contain every item whose position matters;
+  the rest of the row (usually almost all of it) is never touched again.
+* Each candidate gets one integer key ``(row, order_key(d), g)`` packed into 63 bits, where
+  ``order_key`` maps distances to integers preserving ``<`` and ``==`` exactly (the IEEE bit
+  pattern, made monotone, for float32; a dense rank within the chunk otherwise). Keys are
+  unique because ``g`` is part of them, so after one sort of the valid candidates' keys the
+  position of a true match's key minus the position where its row starts is exactly the
+  count above: its rank, ties included. Nothing is rounded, so the result is exact.
+
+Work per chunk of queries is one pass over the chunk's distances plus a sort of its
+candidates (few for a trained model, at most the whole chunk for a random one). Extra memory
+is bounded by the chunk: about ``40 * chunk_elems`` bytes in the worst case (every entry a
+candidate), with ``chunk_elems`` = 4M by default, whatever the size of ``distmat``; a float32
+``np.memmap`` or a CUDA tensor works as ``distmat`` and is read one chunk of rows at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+from canlib.errors import ConfigError, NonFiniteError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["pairwise_distance", "evaluate_rank", "summarize", "re_rank"]
+
+ArrayLike = np.ndarray | torch.Tensor
+
+METRICS = ("cosine", "euclidean")
+PROTOCOLS = ("market1501", "cuhk03-single-shot")
+_JUNK_PID = -1
+# Default bound on the number of distance entries handled at once (4M entries: 16 MB of
+# float32 distances, about 160 MB of temporaries in the worst case). Ours.
+_CHUNK_ELEMS = 1 << 22
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _as_1d_int(x: ArrayLike, name: str) -> np.ndarray:
+    """Return ``x`` as a 1-D int64 numpy array, raising a ValueError naming ``name``."""
+    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {tuple(arr.shape)}.")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise ValueError(f"{name} must hold integer ids, got dtype {arr.dtype}.")
+    return arr.astype(np.int64, copy=False)
+
+
+def _shape2d(x: ArrayLike, name: str) -> tuple[int, int]:
+    if not isinstance(x, (np.ndarray, torch.Tensor)):
+        raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}.")
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {tuple(x.shape)}.")
+    return int(x.shape[0]), int(x.shape[1])
+
+
+def _device_of(x: ArrayLike) -> torch.device:
+    return x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
+
+
+def _rows(x: ArrayLike, start: int, stop: int) -> torch.Tensor:
+    """Rows ``start:stop`` of a numpy array (memmap included) or tensor, as a tensor."""
+    if isinstance(x, torch.Tensor):
+        return x[start:stop]
+    chunk = np.asarray(x[start:stop])
+    if not chunk.flags.writeable or not chunk.flags.c_contiguous:
+        chunk = np.ascontiguousarray(chunk).copy()
+    return torch.from_numpy(chunk)
+
+
+def _check_no_nan(chunk: torch.Tensor, name: str) -> None:
+    """Raise NonFiniteError if ``chunk`` holds a NaN (one cheap sum in the usual case)."""
+    if not chunk.is_floating_point():
+        return
+    # A finite sum proves there is no NaN; only an infinite or NaN sum needs the full check.
+    if torch.isfinite(chunk.sum()) or not torch.isnan(chunk).any():
+        return
+    raise NonFiniteError(f"{name} contains NaN distances; expected finite values.")
+
+
+# --------------------------------------------------------------------------- distances
+
+
+def pairwise_distance(
+    query_feats: ArrayLike,
+    gallery_feats: ArrayLike,
+    metric: str = "cosine",
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Distance matrix between query and gallery features, computed in chunks of queries.
+
+    Args:
+        query_feats: (Q, D) features, numpy or torch (CPU or CUDA).
+        gallery_feats: (G, D) features, same kind.
+        metric: ``'cosine'`` (1 - cosine similarity of L2-normalised features, in [0, 2]) or
+            ``'euclidean'`` (true Euclidean distance; the squared form is clamped at 0 before
+            the square root so rounding never gives a NaN). Default ``'cosine'``.
+        chunk_size: queries per chunk; default keeps each chunk's temporaries near 4M
+            entries, so extra memory is bounded whatever Q is (the (Q, G) result aside).
+
+    Returns:
+        (Q, G) float32 tensor on the features' device (float64 if the features are float64).
+
+    Raises:
+        ConfigError: unknown ``metric``.
+        ValueError: wrong shapes or an empty input.
+        NonFiniteError: non-finite features.
+    """
+    if metric not in METRICS:
+        raise ConfigError(f"metric must be one of {list(METRICS)}, got {metric!r}.")
+    nq, dq = _shape2d(query_feats, "query_feats")
+    ng, dg = _shape2d(gallery_feats, "gallery_feats")
+    if dq != dg:
+        raise ValueError(
+            f"query_feats and gallery_feats must have the same feature size, got {dq} and {dg}."
+        )
+    if nq == 0 or ng == 0:
+        raise ValueError(f"query_feats and gallery_feats must be non-empty, got {nq} and {ng} rows.")
+    q = torch.as_tensor(query_feats)
+    g = torch.as_tensor(gallery_feats, device=q.device)
+    if not q.is_floating_point() or q.dtype in (torch.float16, torch.bfloat16):
+        q, g = q.float(), g.float()
+    g = g.to(q.dtype)
+    for t, name in ((q, "query_feats"), (g, "gallery_feats")):
+        if not torch.isfinite(t).all():
+            raise NonFiniteError(f"{name} contains NaN or infinite values; expected finite features.")
+    if metric == "cosine":
+        g = F.normalize(g, dim=1)
+    else:
+        g_sq = (g * g).sum(dim=1)
+    step = chunk_size or max(1, _CHUNK_ELEMS // ng)
+    out = torch.empty((nq, ng), dtype=q.dtype, device=q.device)
+    for s in range(0, nq, step):
+        qc = q[s : s + step]
+        if metric == "cosine":
+            out[s : s + step] = 1.0 - F.normalize(qc, dim=1) @ g.T
+        else:
+            sq = (qc * qc).sum(dim=1, keepdim=True) + g_sq[None, :] - 2.0 * (qc @ g.T)
+            out[s : s + step] = sq.clamp_(min=0.0).sqrt_()
+    return out
+
+
+# --------------------------------------------------------------------------- ranking
+
+
+def _order_key(v: torch.Tensor) -> torch.Tensor:
+    """Integers in [0, 2**32) with the same ``<`` and ``==`` relations as the values ``v``.
+
+    float32 (and narrower floats, converted exactly): the IEEE bit pattern, with the 31
+    magnitude bits of negative numbers flipped so that signed integer order equals float
+    order; ``-0.0`` is first turned into ``+0.0`` since they compare equal. Other dtypes
+    (float64, integers): the dense rank among the values given, from ``torch.unique``.
+    """
+    if v.dtype in (torch.float16, torch.bfloat16):
+        v = v.float()
+    if v.dtype == torch.float32:
+        bits = (v + 0.0).view(torch.int32).to(torch.int64)
+        bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+        return bits + (1 << 31)
+    return torch.unique(v, sorted=True, return_inverse=True)[1]
+
+
+def _true_matches(
+    q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray, g_camids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """All (query, gallery) index pairs that are true matches under the protocol.
+
+    A true match has the query's pid, a different camera and is not junk. Pairs are sorted by
+    query, then gallery index.
+    """
+    order = np.argsort(g_pids, kind="stable")
+    lo = np.searchsorted(g_pids[order], q_pids, side="left")
+    hi = np.searchsorted(g_pids[order], q_pids, side="right")
+    counts = hi - lo
+    q_idx = np.repeat(np.arange(len(q_pids)), counts)
+    within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    g_idx = order[np.repeat(lo, counts) + within]
+    keep = (g_camids[g_idx] != q_camids[q_idx]) & (q_pids[q_idx] != _JUNK_PID)
+    return q_idx[keep], g_idx[keep]
+
+
+def _match_ranks(
+    d: torch.Tensor,
+    pos_r: torch.Tensor,
+    pos_c: torch.Tensor,
+    qp: torch.Tensor,
+    qc: torch.Tensor,
+    gp: torch.Tensor,
+    gc: torch.Tensor,
+    junk: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact 0-based ranks of the true matches of a chunk of queries (see module docstring).
+
+    Args:
+        d: (B, G) distances of the chunk.
+        pos_r, pos_c: (M,) chunk-local row and gallery column of every true match.
+        qp, qc: (B,) the chunk's query pids and cameras; gp, gc, junk: (G,) gallery pids,
+            cameras and junk mask. All on ``d``'s device.
+
+    Returns:
+        (rows, ranks): (M,) int64 tensors sorted by row, then rank.
+    """
+    b, g = d.shape
+    thr = torch.full((b,), -torch.inf, dtype=d.dtype, device=d.device)
+    thr.scatter_reduce_(0, pos_r, d[pos_r, pos_c], reduce="amax")
+    r, c = torch.nonzero(d <= thr[:, None], as_tuple=True)
+    same_pid = gp[c] == qp[r]
+    valid = ~junk[c] & ~(same_pid & (gc[c] == qc[r]))
+    r, c, same_pid = r[valid], c[valid], same_pid[valid]
+    col_bits = max(1, (g - 1).bit_length())
+    shift = 32 + col_bits
+    keys = (r << shift) | (_order_key(d[r, c]) << col_bits) | c
+    sorted_keys = torch.sort(keys).values
+    row_start = torch.searchsorted(sorted_keys, torch.arange(b, device=d.device) << shift)
+    rows = r[same_pid]
+    ranks = torch.searchsorted(sorted_keys, keys[same_pid]) - row_start[rows]
+    order = torch.sort(rows * (g + 1) + ranks).indices
+    return rows[order], ranks[order]
+
+
+def _row_chunk(num_gallery: int, chunk_elems: int) -> int:
+    # 63-bit keys hold (row, 32-bit distance key, gallery index): the row gets what is left.
+    max_rows = (1 << (63 - 32 - max(1, (num_gallery - 1).bit_length()))) - 1
+    return max(1, min(max_rows, chunk_elems // max(1, num_gallery)))
+
+
+def _validate_rank_inputs(
+    distmat: ArrayLike,
+    q_pids: ArrayLike,
+    g_pids: ArrayLike,
+    q_camids: ArrayLike,
+    g_camids: ArrayLike,
+    max_rank: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    nq, ng = _shape2d(distmat, "distmat")
+    if nq == 0:
+        raise ValueError("distmat has no query rows (shape (0, G)); expected at least one query.")
+    if ng == 0:
+        raise ValueError("distmat has no gallery columns (shape (Q, 0)); expected a gallery.")
+    arrays = []
+    for arr, name, n in (
+        (q_pids, "q_pids", nq),
+        (g_pids, "g_pids", ng),
+        (q_camids, "q_camids", nq),
+        (g_camids, "g_camids", ng),
+    ):
+        a = _as_1d_int(arr, name)
+        if len(a) != n:
+            raise ValueError(f"{name} has length {len(a)} but distmat has shape {(nq, ng)}.")
+        arrays.append(a)
+    if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or max_rank < 1:
+        raise ValueError(f"max_rank must be a positive integer, got {max_rank!r}.")
+    if max_rank > ng:
+        warnings.warn(
+            f"max_rank={max_rank} exceeds the gallery size {ng}; cmc[k] for k >= {ng} "
+            "equals 1 (every valid query has found its first match by then).",
+            stacklevel=3,
+        )
+    return arrays[0], arrays[1], arrays[2], arrays[3]
+
+
+def evaluate_rank(
+    distmat: ArrayLike,
+    q_pids: ArrayLike,
+    g_pids: ArrayLike,
+    q_camids: ArrayLike,
+    g_camids: ArrayLike,
+    max_rank: int = 50,
+    *,
+    protocol: str = "market1501",
+    repeats: int = 10,
+    seed: int = 0,
+    chunk_elems: int = _CHUNK_ELEMS,
+) -> dict[str, Any]:
+    """CMC, mAP and mINP of a query-gallery distance matrix.
+
+    ``protocol='market1501'`` (default; also DukeMTMC-reID, MSMT17, CUHK03 new protocol): for
+    each query, gallery items with the same pid and camera are removed and junk (pid -1) is
+    removed; distractors (pid 0) are negatives; queries without a remaining true match are
+    skipped. Ties in distance are broken by gallery order (a stable sort). Exact, without
+    sorting rows: see the module docstring.
+
+    ``protocol='cuhk03-single-shot'``: the old CUHK03 single-gallery-shot CMC (as torchreid's
+    ``eval_cuhk03``): after the same removals, one gallery image per identity is drawn at
+    random, the CMC of that reduced list is computed, and this is averaged over ``repeats``
+    draws. Ours: draws come from ``np.random.default_rng(seed)`` (torchreid uses the unseeded
+    global RNG, so its numbers change between runs); mAP and mINP use the full list, as
+    torchreid's mAP does.
+
+    Args:
+        distmat: (Q, G) distances, numpy (a float32 ``np.memmap`` works and is read in
+            chunks) or torch (CPU or CUDA; CUDA computes on the GPU). Must not contain NaN.
+        q_pids: (Q,) query identity ids. g_pids: (G,) gallery ids (-1 junk, 0 distractor).
+        q_camids: (Q,) query camera ids. g_camids: (G,) gallery camera ids.
+        max_rank: length of the returned CMC; default 50. Larger than G warns; the CMC stays
+            well defined (1 beyond the gallery size).
+        protocol: ``'market1501'`` or ``'cuhk03-single-shot'``.
+        repeats: draws for ``'cuhk03-single-shot'``; default 10 (torchreid's).
+        seed: seed of the draws for ``'cuhk03-single-shot'``; default 0.
+        chunk_elems: distance entries processed at once (bounds extra memory); default 4M.
+
+    Returns:
+        ``{'cmc': (max_rank,) float64 array of fractions, 'mAP': float, 'mINP': float,
+        'num_valid': int}``; mAP and mINP in [0, 1], averaged over the valid queries.
+
+    Raises:
+        ValueError: mismatched lengths, empty inputs, a bad ``max_rank``, or no valid query.
+        ConfigError: unknown ``protocol``.
+        NonFiniteError: NaN in ``distmat``.
+    """
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol must be one of {list(PROTOCOLS)}, got {protocol!r}.")
+    q_pids, g_pids, q_camids, g_camids = _validate_rank_inputs(
+        distmat, q_pids, g_pids, q_camids, g_camids, max_rank
+    )
+    if protocol == "cuhk03-single-shot":
+        if repeats < 1:
+            raise ValueError(f"repeats must be a positive integer, got {repeats!r}.")
+        return _evaluate_single_shot(
+            distmat, q_pids, g_pids, q_camids, g_camids, max_rank, repeats, seed
+        )
+    return _evaluate_all_shot(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, chunk_elems)
+
+
+def _evaluate_all_shot(
+    distmat: ArrayLike,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
+    max_rank: int,
+    chunk_elems: int,
+) -> dict[str, Any]:
+    dev = _device_of(distmat)
+    nq, ng = int(distmat.shape[0]), int(distmat.shape[1])
+    pos_q, pos_g = _true_matches(q_pids, g_pids, q_camids, g_camids)
+    to = lambda a: torch.as_tensor(a, device=dev)  # noqa: E731 - tiny local converter
+    qp_all, qc_all, gp, gc = to(q_pids), to(q_camids), to(g_pids), to(g_camids)
+    junk = gp == _JUNK_PID
+    cmc_hits = torch.zeros(max_rank + 1, dtype=torch.float64, device=dev)
+    ap_sum = torch.zeros((), dtype=torch.float64, device=dev)
+    inp_sum = torch.zeros((), dtype=torch.float64, device=dev)
+    num_valid = 0
+    step = _row_chunk(ng, chunk_elems)
+    for s in range(0, nq, step):
+        e = min(nq, s + step)
+        d = _rows(distmat, s, e).to(dev)
+        _check_no_nan(d, "distmat")
+        lo, hi = np.searchsorted(pos_q, [s, e])
+        if lo == hi:
+            continue
+        rows, ranks = _match_ranks(
+            d, to(pos_q[lo:hi] - s), to(pos_g[lo:hi]), qp_all[s:e], qc_all[s:e], gp, gc, junk
+        )
+        counts = torch.bincount(rows, minlength=e - s)
+        first = torch.cumsum(counts, 0) - counts
+        m = torch.arange(len(rows), device=dev) - first[rows]
+        ap = torch.zeros(e - s, dtype=torch.float64, device=dev)
+        ap.index_add_(0, rows, (m + 1).double() / (ranks + 1).double())
+        has = counts > 0
+        ap_sum += (ap[has] / counts[has]).sum()
+        hardest = ranks[(first + counts - 1)[has]]
+        inp_sum += (counts[has].double() / (hardest + 1).double()).sum()
+        first_hit = ranks[first[has]].clamp(max=max_rank)
+        cmc_hits += torch.bincount(first_hit, minlength=max_rank + 1).double()
+        num_valid += int(has.sum())
+    if num_valid == 0:
+        raise ValueError(
+            "no query has a true match in the gallery (a match needs the same pid, another "
+            "camera and pid != -1); check q_pids/g_pids/q_camids/g_camids."
+        )
+    cmc = torch.cumsum(cmc_hits[:max_rank], 0) / num_valid
+    return {
+        "cmc": cmc.cpu().numpy(),
+        "mAP": float(ap_sum) / num_valid,
+        "mINP": float(inp_sum) / num_valid,
+        "num_valid": num_valid,
+    }
+
+
+def _evaluate_single_shot(
+    distmat: ArrayLike,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
+    max_rank: int,
+    repeats: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Old CUHK03 single-gallery-shot metric; a plain per-query loop (CUHK03 is small)."""
+    rng = np.random.default_rng(seed)
+    nq = len(q_pids)
+    cmc_sum = np.zeros(max_rank)
+    ap_sum = inp_sum = 0.0
+    num_valid = 0
+    for i in range(nq):
+        row = _rows(distmat, i, i + 1)[0].cpu().numpy()
+        _check_no_nan(torch.from_numpy(row), "distmat")
+        keep = (g_pids != _JUNK_PID) & ~((g_pids == q_pids[i]) & (g_camids == q_camids[i]))
+        idx = np.flatnonzero(keep)
+        idx = idx[np.argsort(row[idx], kind="stable")]  # ranked list, ties by gallery order
+        match = g_pids[idx] == q_pids[i]
+        if not match.any():
+            continue
+        num_valid += 1
+        hit_ranks = np.flatnonzero(match)
+        ap_sum += np.mean(np.arange(1, len(hit_ranks) + 1) / (hit_ranks + 1))
+        inp_sum += len(hit_ranks) / (hit_ranks[-1] + 1)
+        # Group the ranked list by identity; each draw keeps one random position per identity.
+        pids_sorted, group_of = np.unique(g_pids[idx], return_inverse=True)
+        members = [np.flatnonzero(group_of == k) for k in range(len(pids_sorted))]
+        own = int(np.searchsorted(pids_sorted, q_pids[i]))
+        for _ in range(repeats):
+            picks = np.array([grp[rng.integers(len(grp))] for grp in members])
+            # Rank of the query's identity in the reduced list = identities drawn ahead of it.
+            rank = int(np.sum(picks < picks[own]))
+            cmc_sum[rank:] += 1.0  # empty slice when rank >= max_rank
+    if num_valid == 0:
+        raise ValueError(
+            "no query has a true match in the gallery (a match needs the same pid, another "
+            "camera and pid != -1); check q_pids/g_pids/q_camids/g_camids."
+        )
+    return {
+        "cmc": cmc_sum / (num_valid * repeats),
+        "mAP": ap_sum / num_valid,
+        "mINP": inp_sum / num_valid,
+        "num_valid": num_valid,
+    }
+
+
+def summarize(result: dict[str, Any], ranks: tuple[int, ...] = (1, 3, 5, 10)) -> dict[str, float]:
+    """Table-ready metrics in percent: ``{'rank1': .., 'rank3': .., 'mAP': .., 'mINP': ..}``.
+
+    Args:
+        result: the dict returned by :func:`evaluate_rank`.
+        ranks: 1-based CMC ranks to report; default (1, 3, 5, 10). Each must be <= len(cmc).
+    """
+    cmc = result["cmc"]
+    out = {}
+    for r in ranks:
+        if not 1 <= r <= len(cmc):
+            raise ValueError(f"rank {r} is outside the cmc, which has length {len(cmc)}.")
+        out[f"rank{r}"] = 100.0 * float(cmc[r - 1])
+    out["mAP"] = 100.0 * float(result["mAP"])
+    out["mINP"] = 100.0 * float(result["mINP"])
+    return out
+
+
+# --------------------------------------------------------------------------- re-ranking
+
+
+def _block(x: ArrayLike, rows: slice, cols: slice, transpose: bool, dev: torch.device) -> torch.Tensor:
+    """``x[rows, cols]`` (transposed if asked) as a float tensor on ``dev``."""
+    part = x[rows, cols]
+    t = part if isinstance(part, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(part))
+    t = t.to(dev)
+    if t.dtype != torch.float64:
+        t = t.float()
+    return t.T if transpose else t
+
+
+def _squared_columns(
+    q_g: ArrayLike, q_q: ArrayLike, g_g: ArrayLike, start: int, stop: int, dev: torch.device
+) -> torch.Tensor:
+    """Columns ``start:stop`` of ``D**2``, as rows: ``(D[:, start:stop] ** 2).T``, (B, N).
+
+    ``D = [[q_q, q_g], [q_g.T, g_g]]`` is the (N, N) matrix over queries then gallery.
+    """
+    nq = int(q_g.shape[0])
+    parts = []
+    if start < nq:  # query columns i: D[:Q, i] = q_q[:, i], D[Q:, i] = q_g[i, :]
+        qs = slice(start, min(stop, nq))
+        parts.append(
+            torch.cat([_block(q_q, slice(None), qs, True, dev), _block(q_g, qs, slice(None), False, dev)], 1)
+        )
+    if stop > nq:  # gallery columns Q+j: D[:Q, Q+j] = q_g[:, j], D[Q:, Q+j] = g_g[:, j]
+        gs = slice(max(start, nq) - nq, stop - nq)
+        parts.append(
+            torch.cat([_block(q_g, slice(None), gs, True, dev), _block(g_g, slice(None), gs, True, dev)], 1)
+        )
+    rows = torch.cat(parts, 0)
+    return rows * rows
+
+
+def _gather_d(q_g: ArrayLike, q_q: ArrayLike, g_g: ArrayLike, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``D[a, b]`` for index arrays ``a``, ``b`` into the (N, N) matrix, as float64 numpy."""
+    nq = int(q_g.shape[0])
+    out = np.empty(len(a), dtype=np.float64)
+    for sel, x, ia, ib in (
+        ((a < nq) & (b < nq), q_q, a, b),
+        ((a < nq) & (b >= nq), q_g, a, b - nq),
+        ((a >= nq) & (b < nq), q_g, b, a - nq),  # D[Q+j, i] = q_g[i, j]
+        ((a >= nq) & (b >= nq), g_g, a - nq, b - nq),
+    ):
+        if not sel.any():
+            continue
+        if isinstance(x, torch.Tensor):
+            ta = torch.as_tensor(ia[sel], device=x.device)
+            tb = torch.as_tensor(ib[sel], device=x.device)
+            out[sel] = x[ta, tb].double().cpu().numpy()
+        else:
+            out[sel] = x[ia[sel], ib[sel]]
+    return out
+
+
+def _reciprocal(rank: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """Mask (len(rows), k): is ``rank[i, m]`` a k-reciprocal neighbour of ``i``?
+
+    ``rank[i, :k]`` is N(i, k-1) with ``i`` itself usually first, as in the reference code
+    (k = k1 + 1); ``j`` is reciprocal when ``i`` is in ``rank[j, :k]`` too.
+    """
+    fwd = rank[rows, :k]
+    return (rank[fwd, :k] == rows[:, None, None]).any(-1)
+
+
+def _expanded_sets(rank: np.ndarray, rows: np.ndarray, kf: int, kh: int) -> tuple[np.ndarray, np.ndarray]:
+    """R*(i, k1) for ``rows``: index matrix and mask of the members, duplicates masked out.
+
+    R(i, k1) is expanded by R(c, round(k1/2)) for each c in R(i, k1) whose half set overlaps
+    R(i, k1) in more than 2/3 of its members (strictly more, as the reference code; the paper
+    writes >=).
+    """
+    n = rank.shape[0]
+    fwd = rank[rows, :kf]
+    in_r = _reciprocal(rank, rows, kf)  # (B, kf)
+    half = rank[fwd, :kh]  # (B, kf, kh): N(c, k1/2) for each candidate c
+    in_half = _reciprocal(rank, fwd.reshape(-1), kh).reshape(fwd.shape + (kh,))
+    member = (half[..., None] == fwd[:, None, None, :]) & in_r[:, None, None, :]
+    overlap = (member.any(-1) & in_half).sum(-1)
+    take = in_r & (overlap > 2.0 / 3 * in_half.sum(-1))
+    idx = np.concatenate([fwd, half.reshape(len(rows), -1)], 1)
+    mask = np.concatenate([in_r, (take[..., None] & in_half).reshape(len(rows), -1)], 1)
+    idx = np.sort(np.where(mask, idx, n), axis=1)
+    mask = idx < n
+    mask[:, 1:] &= idx[:, 1:] != idx[:, :-1]
+    return idx, mask
+
+
+def _validate_rerank(
+    q_g: ArrayLike, q_q: ArrayLike, g_g: ArrayLike, k1: int, k2: int, lambda_value: float
+) -> tuple[int, int]:
+    nq, ng = _shape2d(q_g, "q_g")
+    if nq == 0 or ng == 0:
+        raise ValueError(f"q_g must be non-empty, got shape {(nq, ng)}.")
+    if _shape2d(q_q, "q_q") != (nq, nq):
+        raise ValueError(f"q_q must have shape {(nq, nq)} to match q_g, got {tuple(q_q.shape)}.")
+    if _shape2d(g_g, "g_g") != (ng, ng):
+        raise ValueError(f"g_g must have shape {(ng, ng)} to match q_g, got {tuple(g_g.shape)}.")
+    for name, k in (("k1", k1), ("k2", k2)):
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"{name} must be a positive integer, got {k!r}.")
+    if not 0.0 <= lambda_value <= 1.0:
+        raise ValueError(f"lambda_value must be in [0, 1], got {lambda_value!r}.")
+    return nq, ng
+
+
+def re_rank(
+    q_g: ArrayLike,
+    q_q: ArrayLike,
+    g_g: ArrayLike,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    *,
+    chunk_elems: int = _CHUNK_ELEMS,
+) -> ArrayLike:
+    """k-reciprocal re-ranking (Zhong et al., "Re-ranking Person Re-identification with
+    k-reciprocal Encoding", CVPR 2017, https://arxiv.org/abs/1701.08398).
+
+    Paper: d*(p, g) = (1 - lambda) d_J(p, g) + lambda d(p, g), where d_J is the Jaccard distance
+    between Gaussian-kernel encodings V of the expanded k-reciprocal sets R*(p, k1), locally
+    expanded over the k2 nearest neighbours. Conventions of the reference code
+    (zhunzhong07/person-re-ranking, python-version; torchreid's ``rerank.py``), followed here:
+    the input distances are squared and each column of the (N, N) matrix over queries then
+    gallery is divided by its maximum before use; N(p, k) holds k + 1 items (p itself first);
+    the half-size expansion uses round(k1 / 2) (NumPy rounding) and a strict "> 2/3" overlap;
+    V rows are L1-normalised; d_J = 1 - sum(min) / (2 - sum(min)); the d in d* is the
+    normalised squared distance. Ties among distances are broken arbitrarily, as there.
+
+    Ours: no dense (N, N) matrix is ever held. The (N, N) work runs in chunks of columns on
+    the inputs' device (the GPU path for CUDA tensors): squaring, normalising and a top-k of
+    max(k1 + 1, k2) per column. V is a scipy sparse matrix (at most (k1 + 1)(round(k1/2) + 2)
+    entries a row before the local expansion, k2 times that after), and the Jaccard sums use
+    its inverted index, chunked over queries. Extra memory, besides the inputs and the (Q, G)
+    result: about ``chunk_elems`` * 24 bytes for the dense chunks, 8 * N * (k1 + 1) bytes of
+    neighbour lists and 12 bytes per nonzero of V (Market-1501, N = 19,281: a few hundred MB,
+    against 1.5 GB for one dense float32 (N, N) matrix and several for the reference code).
+    The sparse steps run on the CPU.
+
+    Args:
+        q_g: (Q, G) query-gallery distances (e.g. Euclidean), numpy or torch (CPU or CUDA).
+        q_q: (Q, Q) query-query distances, same kind.
+        g_g: (G, G) gallery-gallery distances, same kind (a float32 memmap works).
+        k1: k of the k-reciprocal sets; default 20 (paper).
+        k2: size of the local query expansion; default 6 (paper); 1 turns it off.
+        lambda_value: weight of the original distance; default 0.3 (paper).
+        chunk_elems: distance entries per dense chunk; default 4M.
+
+    Returns:
+        (Q, G) re-ranked distances, float32 (float64 if ``q_g`` is float64): numpy if ``q_g``
+        is numpy, else a tensor on ``q_g``'s device.
+    """
+    nq, ng = _validate_rerank(q_g, q_q, g_g, k1, k2, lambda_value)
+    n = nq + ng
+    dev = _device_of(q_g)
+    kf, kh, ke = min(k1 + 1, n), min(int(np.around(k1 / 2.0)) + 1, n), min(k2, n)
+    rank, colmax = _initial_ranks(q_g, q_q, g_g, max(kf, ke), dev, chunk_elems)
+    v = _encode(q_g, q_q, g_g, rank, colmax, kf, kh, chunk_elems)
+    if k2 != 1:
+        rows = np.repeat(np.arange(n), ke)
+        expand = sp.csr_matrix((np.full(n * ke, 1.0 / ke), (rows, rank[:, :ke].ravel())), shape=(n, n))
+        v = (expand @ v).tocsr()
+    final = _final_distances(v, q_g, colmax, lambda_value, chunk_elems)
+    if isinstance(q_g, torch.Tensor):
+        return torch.from_numpy(final).to(q_g.device)
+    return final
+
+
+def _initial_ranks(
+    q_g: ArrayLike, q_q: ArrayLike, g_g: ArrayLike, k: int, dev: torch.device, chunk_elems: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k neighbour lists of every item (rows of the normalised matrix) and column maxima.
+
+    Row i of the reference's normalised matrix is column i of D**2 divided by its maximum;
+    the maxima are returned so that any entry can be rebuilt later without storing it.
+    """
+    n = int(q_g.shape[0] + q_g.shape[1])
+    step = max(1, chunk_elems // n)
+    rank = np.empty((n, k), dtype=np.int64)
+    colmax = np.empty(n, dtype=np.float64)
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        rows = _squared_columns(q_g, q_q, g_g, s, e, dev)
+        _check_no_nan(rows, "re_rank distances")
+        m = rows.max(dim=1).values
+        colmax[s:e] = m.double().cpu().numpy()
+        rows = rows / torch.where(m > 0, m, torch.ones_like(m))[:, None]
+        rank[s:e] = torch.topk(rows, k, dim=1, largest=False, sorted=True).indices.cpu().numpy()
+    colmax[colmax == 0] = 1.0  # an all-zero column stays zero rather than becoming NaN
+    return rank, colmax
+
+
+def _encode(
+    q_g: ArrayLike,
+    q_q: ArrayLike,
+    g_g: ArrayLike,
+    rank: np.ndarray,
+    colmax: np.ndarray,
+    kf: int,
+    kh: int,
+    chunk_elems: int,
+) -> sp.csr_matrix:
+    """Sparse V: V[i, j] proportional to exp(-d(i, j)) over j in R*(i, k1), rows summing to 1."""
+    n = rank.shape[0]
+    step = max(1, chunk_elems // (kf * kf * kh))
+    parts_i, parts_j, parts_w = [], [], []
+    for s in range(0, n, step):
+        rows = np.arange(s, min(n, s + step))
+        idx, mask = _expanded_sets(rank, rows, kf, kh)
+        ii = np.broadcast_to(rows[:, None], idx.shape)[mask]
+        jj = idx[mask]
+        # Normalised squared distance of the reference: D[j, i]**2 / max(D[:, i]**2).
+        w = np.exp(-(_gather_d(q_g, q_q, g_g, jj, ii) ** 2) / colmax[ii])
+        w /= np.bincount(ii - s, weights=w, minlength=len(rows))[ii - s]
+        parts_i.append(ii)
+        parts_j.append(jj)
+        parts_w.append(w)
+    i, j, w = (np.concatenate(p) for p in (parts_i, parts_j, parts_w))
+    return sp.csr_matrix((w, (i, j)), shape=(n, n))
+
+
+def _final_distances(
+    v: sp.csr_matrix, q_g: ArrayLike, colmax: np.ndarray, lambda_value: float, chunk_elems: int
+) -> np.ndarray:
+    """(1 - lambda) d_J + lambda d over query rows and gallery columns, chunked over queries.
+
+    The overlap sum(min(V[q, k], V[Q + g, k])) over k is accumulated through V's inverted
+    index (column k -> gallery items with V[g, k] != 0), never through a dense V.
+    """
+    nq, ng = int(q_g.shape[0]), int(q_g.shape[1])
+    dtype = np.float64 if q_g.dtype in (np.float64, torch.float64) else np.float32
+    vq = v[:nq].tocsr()
+    inv = v[nq:].tocsc()
+    col_len = np.diff(inv.indptr)
+    work = np.bincount(vq.tocoo().row, weights=col_len[vq.indices], minlength=nq)
+    step = int(max(1, min(chunk_elems // ng, chunk_elems // max(1.0, work.max()))))
+    out = np.empty((nq, ng), dtype=dtype)
+    for s in range(0, nq, step):
+        b = min(step, nq - s)
+        block = vq[s : s + b].tocoo()
+        lens = col_len[block.col]
+        rep = np.repeat(np.arange(len(block.col)), lens)
+        within = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
+        pos = inv.indptr[block.col][rep] + within
+        mins = np.minimum(block.data[rep], inv.data[pos])
+        flat = block.row[rep] * ng + inv.indices[pos]
+        overlap = np.bincount(flat, weights=mins, minlength=b * ng).reshape(b, ng)
+        jaccard = 1.0 - overlap / (2.0 - overlap)
+        original = _rows(q_g, s, s + b).double().cpu().numpy() ** 2 / colmax[s : s + b, None]
+        out[s : s + b] = (1.0 - lambda_value) * jaccard + lambda_value * original
+    return out
