@@ -99,10 +99,19 @@ _GARMENTS: tuple[tuple[str, Colour, float, float], ...] = (
     ("orange", (224, 120, 50), 0.02, 0.005),
 )
 _SKIN: tuple[Colour, ...] = (
-    (242, 206, 178), (226, 180, 146), (200, 150, 112), (170, 120, 84), (128, 86, 58), (92, 62, 44)
+    (242, 206, 178),
+    (226, 180, 146),
+    (200, 150, 112),
+    (170, 120, 84),
+    (128, 86, 58),
+    (92, 62, 44),
 )
 _HAIR: tuple[Colour, ...] = (
-    (22, 20, 20), (48, 34, 26), (88, 60, 38), (170, 140, 90), (150, 150, 150)
+    (22, 20, 20),
+    (48, 34, 26),
+    (88, 60, 38),
+    (170, 140, 90),
+    (150, 150, 150),
 )
 
 
@@ -175,9 +184,17 @@ class SyntheticConfig:
 
     def _validate(self) -> None:
         ints = {
-            "train_families": 1, "test_families": 1, "ids_per_family": 1, "images_per_id": 1,
-            "num_cameras": 2, "height": 32, "width": 16, "num_junk": 0, "num_distractors": 0,
-            "jpeg_quality": 1, "seed": 0,
+            "train_families": 1,
+            "test_families": 1,
+            "ids_per_family": 1,
+            "images_per_id": 1,
+            "num_cameras": 2,
+            "height": 32,
+            "width": 16,
+            "num_junk": 0,
+            "num_distractors": 0,
+            "jpeg_quality": 1,
+            "seed": 0,
         }
         for name, low in ints.items():
             value = getattr(self, name)
@@ -191,7 +208,9 @@ class SyntheticConfig:
                 f"names cameras c1..c6), got {self.num_cameras}."
             )
         if self.jpeg_quality > 95:
-            raise ConfigError(f"SyntheticConfig.jpeg_quality must be in 1..95, got {self.jpeg_quality}.")
+            raise ConfigError(
+                f"SyntheticConfig.jpeg_quality must be in 1..95, got {self.jpeg_quality}."
+            )
         if not 0.0 <= float(self.occlusion_prob) <= 1.0:
             raise ConfigError(
                 f"SyntheticConfig.occlusion_prob must be in [0, 1], got {self.occlusion_prob!r}."
@@ -249,7 +268,9 @@ class SyntheticConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SyntheticConfig:
@@ -266,8 +287,13 @@ class SyntheticConfig:
 SIZES: dict[str, SyntheticConfig] = {
     # About a second: 8 train ids and 8 test ids in look-alike pairs, 6 images each.
     "smoke": SyntheticConfig(
-        train_families=4, test_families=4, ids_per_family=2, images_per_id=6,
-        cameras_per_id=(2, 3), num_junk=4, num_distractors=4,
+        train_families=4,
+        test_families=4,
+        ids_per_family=2,
+        images_per_id=6,
+        cameras_per_id=(2, 3),
+        num_junk=4,
+        num_distractors=4,
     ),
     # A small CNN trains on it in minutes on 2 CPU cores (about 6,000 images).
     "default": SyntheticConfig(),
@@ -324,7 +350,9 @@ class PersonAttributes:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (colours as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PersonAttributes:
@@ -334,7 +362,7 @@ class PersonAttributes:
 
 def _jitter(colour: Colour, rng: np.random.Generator, amount: float) -> Colour:
     values = np.clip(np.asarray(colour) + rng.normal(0.0, amount, 3), 0, 255)
-    return tuple(int(round(c)) for c in values)
+    return tuple(int(c) for c in np.rint(values))
 
 
 def _pick_garment(rng: np.random.Generator, column: int, exclude: str = "") -> tuple[str, Colour]:
@@ -455,7 +483,9 @@ class CameraStyle:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CameraStyle:
@@ -466,9 +496,19 @@ class CameraStyle:
 def neutral_camera() -> CameraStyle:
     """A camera with no cast, blur, noise or texture: for showing identities side by side."""
     return CameraStyle(
-        gain=(1.0, 1.0, 1.0), brightness=0.0, contrast=1.0, blur=0.0, low_res=1.0, noise=0.0,
-        jpeg_offset=0, wall=(150, 150, 150), ground=(120, 120, 120), horizon=0.6,
-        texture="plain", texture_period=8.0, view_probs=(0.25, 0.25, 0.25, 0.25),
+        gain=(1.0, 1.0, 1.0),
+        brightness=0.0,
+        contrast=1.0,
+        blur=0.0,
+        low_res=1.0,
+        noise=0.0,
+        jpeg_offset=0,
+        wall=(150, 150, 150),
+        ground=(120, 120, 120),
+        horizon=0.6,
+        texture="plain",
+        texture_period=8.0,
+        view_probs=(0.25, 0.25, 0.25, 0.25),
     )
 
 
@@ -563,7 +603,11 @@ def sample_pose(
     elif crop != "person":
         raise ConfigError(f"Unknown crop {crop!r}; expected 'person' or one of {JUNK_CROPS}.")
     return Pose(
-        view=view or drawn, phase=float(2 * np.pi * u[1]), scale=scale, dx=dx, dy=dy,
+        view=view or drawn,
+        phase=float(2 * np.pi * u[1]),
+        scale=scale,
+        dx=dx,
+        dy=dy,
         light=float(0.88 + 0.24 * u[2]),
     )
 
@@ -573,7 +617,9 @@ def sample_pose(
 # --------------------------------------------------------------------------------------
 
 
-def _ellipse(u: np.ndarray, v: np.ndarray, uc: float, vc: float, ru: float, rv: float) -> np.ndarray:
+def _ellipse(
+    u: np.ndarray, v: np.ndarray, uc: float, vc: float, ru: float, rv: float
+) -> np.ndarray:
     return ((u - uc) / ru) ** 2 + ((v - vc) / rv) ** 2 <= 1.0
 
 
@@ -582,7 +628,12 @@ def _rect(u: np.ndarray, v: np.ndarray, u0: float, u1: float, v0: float, v1: flo
 
 
 def _capsule(
-    u: np.ndarray, v: np.ndarray, a: tuple[float, float], b: tuple[float, float], r0: float, r1: float
+    u: np.ndarray,
+    v: np.ndarray,
+    a: tuple[float, float],
+    b: tuple[float, float],
+    r0: float,
+    r1: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mask of a segment a->b thickened by a radius going r0->r1, and the position t along it."""
     du, dv = b[0] - a[0], b[1] - a[1]
@@ -610,7 +661,9 @@ class _Layer:
 _SLEEVE_END = {"short": 0.35, "three_quarter": 0.68, "long": 0.92}
 
 
-def _draw_person(a: PersonAttributes, pose: Pose, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _draw_person(
+    a: PersonAttributes, pose: Pose, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw a person on a transparent canvas of ``shape`` (supersampled).
 
     Body coordinates: u runs from the top of the head (0) to the soles (1), v is the
@@ -665,16 +718,22 @@ class _Geometry:
 
     def torso_half_width(self, a: PersonAttributes, u: np.ndarray) -> np.ndarray:
         knots = [self.u_s, self.u_s + 0.035, self.u_w, self.u_h + 0.03]
-        widths = [a.shoulder_width * 0.35, a.shoulder_width / 2, a.hip_width * 0.47, a.hip_width / 2]
+        widths = [
+            a.shoulder_width * 0.35,
+            a.shoulder_width / 2,
+            a.hip_width * 0.47,
+            a.hip_width / 2,
+        ]
         return np.interp(u, knots, widths).astype(np.float32) * self.torso_w
 
 
 def _upper_colour(a: PersonAttributes, g: _Geometry, u: np.ndarray, v: np.ndarray) -> Any:
+    shape = (u.shape[0], v.shape[1])
     if a.upper_texture == "stripes":
-        stripe = (np.floor((u - g.u_s) / a.stripe_period) % 2 == 0) & (v == v)
+        stripe = np.broadcast_to(np.floor((u - g.u_s) / a.stripe_period) % 2 == 0, shape)
         return np.where(stripe[..., None], np.float32(a.upper), np.float32(a.upper2))
     if a.upper_texture == "two_tone":
-        top = (u < g.u_s + 0.55 * (g.u_w - g.u_s)) & (v == v)
+        top = np.broadcast_to(u < g.u_s + 0.55 * (g.u_w - g.u_s), shape)
         return np.where(top[..., None], np.float32(a.upper), np.float32(a.upper2))
     return a.upper
 
@@ -706,14 +765,18 @@ def _draw_lower_body(
         layer.paint(_rect(u, v, g.u_w, g.u_h + 0.03, -hw, hw), a.lower)
 
 
-def _draw_torso(layer: _Layer, a: PersonAttributes, g: _Geometry, u: np.ndarray, v: np.ndarray, view: str) -> None:
+def _draw_torso(
+    layer: _Layer, a: PersonAttributes, g: _Geometry, u: np.ndarray, v: np.ndarray, view: str
+) -> None:
     half = g.torso_half_width(a, u)
     torso = (u >= g.u_s) & (u < g.u_w + 0.02) & (np.abs(v) <= half)
     layer.paint(torso, _upper_colour(a, g, u, v))
     if a.upper_texture == "print" and view == "front":
         layer.paint(torso & _rect(u, v, g.u_s + 0.07, g.u_s + 0.17, -0.045, 0.045), a.upper2)
     if a.belt is not None:
-        layer.paint(_rect(u, v, g.u_w - 0.006, g.u_w + 0.012, -1, 1) & (np.abs(v) <= half + 0.003), a.belt)
+        layer.paint(
+            _rect(u, v, g.u_w - 0.006, g.u_w + 0.012, -1, 1) & (np.abs(v) <= half + 0.003), a.belt
+        )
     if a.logo is not None and view == "front":
         # A chest badge of about 4x4 pixels at 128 px: small and local on purpose.
         layer.paint(_rect(u, v, g.u_s + 0.05, g.u_s + 0.085, 0.025, 0.06), a.logo)
@@ -723,24 +786,38 @@ def _draw_torso(layer: _Layer, a: PersonAttributes, g: _Geometry, u: np.ndarray,
             layer.paint(_rect(u, v, g.u_s + 0.02, g.u_s + 0.24, -sw * 0.36, sw * 0.36), a.backpack)
         elif view == "front":
             for centre in (-sw * 0.27, sw * 0.27):
-                layer.paint(_rect(u, v, g.u_s, g.u_s + 0.2, centre - 0.01, centre + 0.01), a.backpack)
+                layer.paint(
+                    _rect(u, v, g.u_s, g.u_s + 0.2, centre - 0.01, centre + 0.01), a.backpack
+                )
         else:
             edge = float(sw / 2 * g.torso_w)
-            layer.paint(_rect(u, v, g.u_s + 0.02, g.u_s + 0.24, -edge - 0.07, -edge + 0.01), a.backpack)
+            layer.paint(
+                _rect(u, v, g.u_s + 0.02, g.u_s + 0.24, -edge - 0.07, -edge + 0.01), a.backpack
+            )
 
 
 def _draw_arms(
-    layer: _Layer, a: PersonAttributes, g: _Geometry, u: np.ndarray, v: np.ndarray, side: bool, near: bool
+    layer: _Layer,
+    a: PersonAttributes,
+    g: _Geometry,
+    u: np.ndarray,
+    v: np.ndarray,
+    side: bool,
+    near: bool,
 ) -> None:
     sleeve_end = _SLEEVE_END[a.sleeves]
     length = 0.32
     if side:
         angle = (0.4 if near else -0.4) * g.swing
-        arms = [((g.u_s + 0.02, 0.0), (g.u_s + 0.02 + length * np.cos(angle), length * np.sin(angle)))]
+        arms = [
+            ((g.u_s + 0.02, 0.0), (g.u_s + 0.02 + length * np.cos(angle), length * np.sin(angle)))
+        ]
         dim = 1.0 if near else 0.85
     else:
         off = a.shoulder_width / 2 - 0.015
-        arms = [((g.u_s + 0.02, s * off), (g.u_s + 0.02 + length, s * (off + 0.02))) for s in (-1, 1)]
+        arms = [
+            ((g.u_s + 0.02, s * off), (g.u_s + 0.02 + length, s * (off + 0.02))) for s in (-1, 1)
+        ]
         dim = 1.0
     for start, end in arms:
         arm, t = _capsule(u, v, start, end, 0.026, 0.02)
@@ -748,7 +825,9 @@ def _draw_arms(
         layer.paint(arm & (t > sleeve_end), np.float32(a.skin) * dim)
 
 
-def _draw_head(layer: _Layer, a: PersonAttributes, g: _Geometry, u: np.ndarray, v: np.ndarray, view: str) -> None:
+def _draw_head(
+    layer: _Layer, a: PersonAttributes, g: _Geometry, u: np.ndarray, v: np.ndarray, view: str
+) -> None:
     hs = g.hs
     side = view in ("left", "right")
     rv = hs * (0.43 if side else 0.4)
@@ -782,7 +861,9 @@ def _draw_head(layer: _Layer, a: PersonAttributes, g: _Geometry, u: np.ndarray, 
         layer.paint(cap | brim, a.hat)
 
 
-def _draw_waist_bag(layer: _Layer, a: PersonAttributes, g: _Geometry, u: np.ndarray, v: np.ndarray, view: str) -> None:
+def _draw_waist_bag(
+    layer: _Layer, a: PersonAttributes, g: _Geometry, u: np.ndarray, v: np.ndarray, view: str
+) -> None:
     if a.bag is None:
         return
     # A small waist bag, about 7x6 pixels at 128 px, on one hip; from the side it is seen
@@ -838,7 +919,7 @@ def _background(camera: CameraStyle, h: int, w: int, rng: np.random.Generator) -
     y = np.arange(h, dtype=np.float32)[:, None]
     x = np.arange(w, dtype=np.float32)[None, :]
     horizon = (camera.horizon + 0.08 * (u[0] - 0.5)) * h
-    below = (y >= horizon) & (x == x)
+    below = np.broadcast_to(y >= horizon, (h, w))
     img = np.where(below[..., None], np.float32(camera.ground), np.float32(camera.wall))
     p = camera.texture_period
     ox, oy = u[1] * p, u[2] * p
@@ -876,7 +957,9 @@ def _occlude(img: np.ndarray, rng: np.random.Generator, prob: float) -> np.ndarr
     return out
 
 
-def _apply_camera(img: np.ndarray, camera: CameraStyle, pose: Pose, rng: np.random.Generator) -> np.ndarray:
+def _apply_camera(
+    img: np.ndarray, camera: CameraStyle, pose: Pose, rng: np.random.Generator
+) -> np.ndarray:
     """Colour cast, contrast, optics, resolution and sensor noise; returns uint8 (H, W, 3)."""
     noise = rng.standard_normal(img.shape).astype(np.float32)
     img = img * pose.light
@@ -885,7 +968,11 @@ def _apply_camera(img: np.ndarray, camera: CameraStyle, pose: Pose, rng: np.rand
     img = _gaussian_blur(img, camera.blur)
     if camera.low_res > 1.0:
         h, w = img.shape[:2]
-        small = _resize(_gaussian_blur(img, camera.low_res / 2), round(h / camera.low_res), round(w / camera.low_res))
+        small = _resize(
+            _gaussian_blur(img, camera.low_res / 2),
+            round(h / camera.low_res),
+            round(w / camera.low_res),
+        )
         img = _resize(small, h, w)
     img = img + camera.noise * noise
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
@@ -1062,8 +1149,10 @@ def _identity_items(
         view = VIEWS[rng.choice(4, p=probs / probs.sum())]
         query = int(rng.integers(count)) if split == "test" else -1
         for j, frame in enumerate(frames.tracklet(cam, int(count))):
-            folder = "bounding_box_train" if split == "train" else (
-                "query" if j == query else "bounding_box_test"
+            folder = (
+                "bounding_box_train"
+                if split == "train"
+                else ("query" if j == query else "bounding_box_test")
             )
             items.append(_Item(folder, _file_name(pid, cam, frame), pid, cam, view, "person"))
     return items
@@ -1088,7 +1177,9 @@ def _extra_items(
 # --------------------------------------------------------------------------------------
 
 
-def _render_item(item: _Item, index: int, info: dict[str, Any], config: SyntheticConfig) -> tuple[np.ndarray, int]:
+def _render_item(
+    item: _Item, index: int, info: dict[str, Any], config: SyntheticConfig
+) -> tuple[np.ndarray, int]:
     """Pixels and JPEG quality of one planned image."""
     rng = np.random.default_rng([config.seed, _IMAGE_STREAM, index])
     camera = CameraStyle.from_dict(info["cameras"][item.camera])
@@ -1098,11 +1189,15 @@ def _render_item(item: _Item, index: int, info: dict[str, Any], config: Syntheti
         image = render_box(None, camera, pose, rng, size=size, occlusion_prob=0.6)
     else:
         if item.pid == -1:  # junk: a bad crop of some passer-by
-            attrs = sample_attributes(np.random.default_rng([config.seed, _JUNK_PERSON_STREAM, index]))
+            attrs = sample_attributes(
+                np.random.default_rng([config.seed, _JUNK_PERSON_STREAM, index])
+            )
         else:
             attrs = PersonAttributes.from_dict(info["identities"][str(item.pid)])
         pose = sample_pose(rng, camera, view=item.view, crop=item.crop)
-        image = render_box(attrs, camera, pose, rng, size=size, occlusion_prob=config.occlusion_prob)
+        image = render_box(
+            attrs, camera, pose, rng, size=size, occlusion_prob=config.occlusion_prob
+        )
     quality = int(np.clip(config.jpeg_quality + camera.jpeg_offset + rng.integers(-4, 5), 20, 95))
     return image, quality
 
@@ -1118,15 +1213,21 @@ def _readme_text(info: dict[str, Any]) -> str:
     lines = [
         "canlib synthetic person re-identification dataset (Market-1501 layout)",
         "",
-        f"Written by {GENERATOR} (format {info['format_version']}), seed {info['seed']}, "
-        f"size preset {info['size'] or '(custom)'}. Regenerate with the same seed and",
+        (
+            f"Written by {GENERATOR} (format {info['format_version']}), seed {info['seed']}, "
+            f"size preset {info['size'] or '(custom)'}. Regenerate with the same seed and"
+        ),
         "parameters to get the same bytes. Procedural pedestrians, not real people.",
         "",
-        f"bounding_box_train: {counts['bounding_box_train']} images of "
-        f"{config['train_families'] * config['ids_per_family']} identities",
+        (
+            f"bounding_box_train: {counts['bounding_box_train']} images of "
+            f"{config['train_families'] * config['ids_per_family']} identities"
+        ),
         f"query: {counts['query']} images (one per test identity per camera)",
-        f"bounding_box_test: {counts['bounding_box_test']} images, including "
-        f"{counts['junk']} junk (pid -1) and {counts['distractors']} distractors (pid 0000)",
+        (
+            f"bounding_box_test: {counts['bounding_box_test']} images, including "
+            f"{counts['junk']} junk (pid -1) and {counts['distractors']} distractors (pid 0000)"
+        ),
         "",
         "Parameters:",
         *(f"  {k} = {v}" for k, v in config.items()),
@@ -1137,9 +1238,15 @@ def _readme_text(info: dict[str, Any]) -> str:
         values = []
         for pid in fam["pids"]:
             value = info["identities"][str(pid)][fam["detail"]]
-            label = names.get(tuple(value), str(value)) if isinstance(value, list) else str(value or "none")
+            label = (
+                names.get(tuple(value), str(value))
+                if isinstance(value, list)
+                else str(value or "none")
+            )
             values.append(f"{pid:04d} {label}")
-        lines.append(f"  family {fam['family']:03d} ({fam['split']}, {fam['detail']}): " + ", ".join(values))
+        lines.append(
+            f"  family {fam['family']:03d} ({fam['split']}, {fam['detail']}): " + ", ".join(values)
+        )
     lines += ["", "Machine-readable copy (canlib.synthetic.read_synthetic_info):", "```json"]
     return "\n".join(lines) + "\n" + json.dumps(info, indent=1, sort_keys=True) + "\n```\n"
 
@@ -1161,7 +1268,9 @@ def read_synthetic_info(root: str | Path) -> dict[str, Any]:
     """
     path = Path(root) / README_NAME
     if not path.is_file():
-        raise DatasetNotFoundError(f"{path} not found; expected the README.txt of a canlib synthetic dataset.")
+        raise DatasetNotFoundError(
+            f"{path} not found; expected the README.txt of a canlib synthetic dataset."
+        )
     text = path.read_text(encoding="utf-8")
     start = text.rfind("```json\n")
     end = text.rfind("\n```")
@@ -1193,7 +1302,11 @@ def family_members(info: dict[str, Any], family_id: int) -> list[tuple[int, Pers
 
 
 def render_family(
-    info: dict[str, Any], family_id: int, *, seed: int = 0, view: str | None = "front",
+    info: dict[str, Any],
+    family_id: int,
+    *,
+    seed: int = 0,
+    view: str | None = "front",
     camera: CameraStyle | None = None,
 ) -> np.ndarray:
     """One family side by side, each member in the same pose, background and camera.
@@ -1226,7 +1339,9 @@ def _is_synthetic(root: Path) -> bool:
 
 def _check_root(root: Path) -> None:
     if root.exists() and not root.is_dir():
-        raise DatasetError(f"{root} exists and is not a folder; expected a folder for the synthetic dataset.")
+        raise DatasetError(
+            f"{root} exists and is not a folder; expected a folder for the synthetic dataset."
+        )
     if root.is_dir() and any(root.iterdir()) and not _is_synthetic(root):
         raise DatasetError(
             f"{root} is not empty and holds no canlib synthetic dataset; choose an empty or new folder."
@@ -1273,7 +1388,9 @@ def generate_synthetic(
     try:
         for folder in FOLDERS:
             (tmp / folder).mkdir()
-        for index, item in enumerate(tqdm(items, desc="synthetic", unit="img", disable=not progress)):
+        for index, item in enumerate(
+            tqdm(items, desc="synthetic", unit="img", disable=not progress)
+        ):
             image, quality = _render_item(item, index, info, config)
             _save_jpeg(image, tmp / item.folder / item.name, quality)
         (tmp / README_NAME).write_text(_readme_text(info), encoding="utf-8")
@@ -1283,7 +1400,10 @@ def generate_synthetic(
         raise
     logger.info(
         "synthetic dataset (seed %d, %d images) written to %s in %.1f s",
-        config.seed, len(items), root, time.monotonic() - started,
+        config.seed,
+        len(items),
+        root,
+        time.monotonic() - started,
     )
     return root
 
@@ -1311,7 +1431,9 @@ def ensure_synthetic(
     if size not in SIZES:
         raise ConfigError(f"Unknown synthetic size {size!r}; expected one of {', '.join(SIZES)}.")
     config = SIZES[size].with_seed(seed)
-    root = Path(root) if root is not None else default_cache_dir() / "synthetic" / f"{size}-seed{seed}"
+    root = (
+        Path(root) if root is not None else default_cache_dir() / "synthetic" / f"{size}-seed{seed}"
+    )
     if (root / README_NAME).is_file():
         try:
             info = read_synthetic_info(root)
