@@ -284,20 +284,22 @@ def stripe_rows(height: int, stripes: int, method: str = "adaptive") -> list[tup
 
 
 def _pool(x: Tensor, output_rows: int, method: str, pool: str) -> Tensor:
-    """Pool ``x`` (B, C, H, W) to (B, C', output_rows) with the given row method and pool kind."""
-    height = x.shape[2]
-    stripe_rows(height, output_rows, method)  # validates
-    if method == "adaptive":
-        size = (output_rows, 1)
-        mx = F.adaptive_max_pool2d(x, size) if pool != "avg" else None
-        av = F.adaptive_avg_pool2d(x, size) if pool != "max" else None
-    else:
-        stride = height // output_rows
-        kernel = (height - (output_rows - 1) * stride, x.shape[3])
-        mx = F.max_pool2d(x, kernel, (stride, 1)) if pool != "avg" else None
-        av = F.avg_pool2d(x, kernel, (stride, 1)) if pool != "max" else None
-    out = torch.cat([mx, av], dim=1) if pool == "concat" else (mx if pool == "max" else av)
-    return out.flatten(2)
+    """Pool ``x`` (B, C, H, W) to (B, C', output_rows) with the given row method and pool kind.
+
+    Each stripe is reduced over its own row slice rather than with ``F.adaptive_*_pool2d``: the
+    result is the same (``adaptive`` rows are torch's bins) but the backward pass stays
+    deterministic on CUDA, where torch's adaptive pooling gradients are not.
+    """
+    cols = []
+    for start, end in stripe_rows(x.shape[2], output_rows, method):
+        window = x[:, :, start:end]
+        parts = []
+        if pool != "avg":
+            parts.append(window.amax(dim=(2, 3)))
+        if pool != "max":
+            parts.append(window.mean(dim=(2, 3)))
+        cols.append(torch.cat(parts, dim=1))
+    return torch.stack(cols, dim=2)
 
 
 def stripe_pool(x: Tensor, stripes: int, method: str = "adaptive", pool: str = "concat") -> Tensor:

@@ -116,6 +116,15 @@ def test_stripe_pool_matches_both_definitions(n):
     adaptive = stripe_pool(x, n, "adaptive", "concat")
     torch.testing.assert_close(eq1, _reference_pool(x, _eq1_rows(24, n)))
     torch.testing.assert_close(adaptive, _reference_pool(x, _adaptive_rows(24, n)))
+    # ... and the bin rule written out is torch's own adaptive pooling
+    torch_adaptive = torch.cat(
+        [
+            torch.nn.functional.adaptive_max_pool2d(x, (n, 1)),
+            torch.nn.functional.adaptive_avg_pool2d(x, (n, 1)),
+        ],
+        dim=1,
+    ).flatten(2)
+    torch.testing.assert_close(adaptive, torch_adaptive)
     if 24 % n == 0:
         torch.testing.assert_close(eq1, adaptive)
     elif n in (5, 7, 9):
