@@ -27,6 +27,7 @@ Output contract (relied on by ``canlib.losses`` and ``canlib.engine``):
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import math
 import os
@@ -413,7 +414,8 @@ def _validate_parts(parts: Any, height: int, input_size: tuple[int, int]) -> tup
     parts = tuple(parts)
     if any(n < 2 for n in parts):
         raise ConfigError(
-            f"each part count must be >= 2 (part-1 is the global branch, always present), got {parts}"
+            f"each part count must be >= 2 (part-1 is the global branch, always present), "
+            f"got {parts}"
         )
     if list(parts) != sorted(set(parts)):
         raise ConfigError(f"parts must be unique and sorted ascending, got {parts}")
@@ -726,25 +728,10 @@ _PRESETS: dict[str, tuple[dict[str, Any], frozenset[str]]] = {
     ),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(sorted(_PRESETS))
-_OPTIONS: tuple[str, ...] = (
-    "backbone",
-    "classifier",
-    "collaborative",
-    "embed_dim",
-    "embedding",
-    "flip_test",
-    "global_branch",
-    "global_stride",
-    "input_size",
-    "parts",
-    "pool_type",
-    "pooling",
-    "pretrained",
-    "scale",
-    "seed",
-    "split",
-    "test_features",
-    "width",
+_NOT_OPTIONS = ("self", "num_classes")
+# Every keyword option of CANModel, read from its signature so the two cannot drift apart.
+_OPTIONS: tuple[str, ...] = tuple(
+    sorted(p for p in inspect.signature(CANModel.__init__).parameters if p not in _NOT_OPTIONS)
 )
 
 
