@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from canlib.errors import CanlibError
@@ -105,12 +108,37 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume:
         cfg = _config_of_run(Path(args.resume)).with_overrides(args.set)
-        result = train(cfg, Path(args.resume), resume=True)
     else:
         cfg = profile(args.profile, _overrides(args))
-        result = train(cfg, Path(args.out) if args.out else None)
-    print(json.dumps({"run_dir": str(result.run_dir), **result.metrics}, indent=2))
+    with _process_group() as rank:
+        if args.resume:
+            result = train(cfg, Path(args.resume), resume=True)
+        else:
+            result = train(cfg, Path(args.out) if args.out else None)
+    if rank == 0:
+        print(json.dumps({"run_dir": str(result.run_dir), **result.metrics}, indent=2))
     return 0
+
+
+@contextmanager
+def _process_group() -> Iterator[int]:
+    """Join the process group torchrun describes in the environment; yield this rank.
+
+    ``engine.train`` runs data-parallel whenever ``torch.distributed`` is initialised, so a
+    ``torchrun --nproc_per_node=N`` launch (``WORLD_SIZE`` > 1) joins the group here: NCCL
+    on CUDA, gloo on CPU. A single process (no ``WORLD_SIZE``) yields rank 0 and does nothing.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield 0
+        return
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        yield dist.get_rank()
+    finally:
+        dist.destroy_process_group()
 
 
 def _config_of_run(run_dir: Path):

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from canlib import checkpoint as ckpt
 from canlib.config import ExperimentConfig
@@ -355,7 +355,7 @@ def _check_finite(losses: dict[str, torch.Tensor], epoch: int, step: int) -> Non
     for name, value in losses.items():
         if not torch.isfinite(value).all():
             raise NonFiniteError(
-                f"the {name} loss became {float(value)} at epoch {epoch + 1}, step {step + 1}; "
+                f"the {name} loss became {float(value.detach())} at epoch {epoch + 1}, step {step + 1}; "
                 "training stopped and the last good checkpoint was left as it was"
             )
 

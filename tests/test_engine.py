@@ -1,0 +1,303 @@
+"""Tests of the training engine: exact resume, learning, non-finite losses, checkpoints.
+
+Every run trains the smoke profile on a tiny Market-1501-layout tree written once per
+session (10 train ids x 4 images over cameras 1-2; 8 test ids with one query in camera 3
+and four gallery images in cameras 1-2), so a run of a few steps takes about a second.
+Subprocess tests of the same engine (SIGKILL + resume, torchrun DDP, the command line)
+live in ``test_cli.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from canlib import checkpoint, engine, experiments
+from canlib.errors import CheckpointError, ConfigError, NonFiniteError
+
+# Keys of the final metrics that depend on the trained weights (not on timing or memory).
+SCORE_KEYS = ("rank1", "rank3", "rank5", "rank10", "mAP", "mINP", "num_valid")
+NUM_TRAIN_IDS = 10
+
+
+def write_tiny_market(root: Path) -> Path:
+    """Write a tiny Market-1501-layout dataset whose identities differ in colour.
+
+    Each identity has its own upper and lower garment colour (drawn from a generator seeded
+    by the pid); every image adds Gaussian noise (sd 12) from one seeded stream, so images of
+    one identity are alike but never equal. 128x64 JPEGs named
+    ``{pid:04d}_c{cam}s1_{index:06d}_00.jpg``.
+
+    Args:
+        root: folder that receives ``bounding_box_train/``, ``query/``, ``bounding_box_test/``.
+
+    Returns:
+        ``root``.
+    """
+    noise = np.random.default_rng(0)
+    index = 0
+
+    def write(pid: int, cam: int, folder: str) -> None:
+        nonlocal index
+        upper, lower = np.random.default_rng([pid, 7]).integers(0, 256, size=(2, 3))
+        pixels = np.empty((128, 64, 3))
+        pixels[:64], pixels[64:] = upper, lower
+        pixels += noise.normal(0.0, 12.0, pixels.shape)
+        path = root / folder / f"{pid:04d}_c{cam}s1_{index:06d}_00.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90)
+        index += 1
+
+    for pid in range(1, NUM_TRAIN_IDS + 1):
+        for i in range(4):
+            write(pid, 1 + i % 2, "bounding_box_train")
+    for pid in range(NUM_TRAIN_IDS + 1, NUM_TRAIN_IDS + 9):
+        write(pid, 3, "query")
+        for i in range(4):
+            write(pid, 1 + i % 2, "bounding_box_test")
+    return root
+
+
+@pytest.fixture(scope="session")
+def market_root(tmp_path_factory) -> Path:
+    return write_tiny_market(tmp_path_factory.mktemp("tiny-market"))
+
+
+def smoke_config(root: Path, *overrides: str):
+    """The smoke profile on the tiny tree (2 steps per epoch, 2 epochs unless overridden)."""
+    return experiments.profile(
+        "smoke", ["data.dataset=market1501", f"data.data_root={root}", *overrides]
+    )
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_globals():
+    """``train`` sets deterministic mode and the thread count; keep other tests unaffected."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    threads = torch.get_num_threads()
+    with warnings.catch_warnings():
+        # The tiny tree differs from the published Market-1501 counts, on purpose.
+        warnings.filterwarnings("ignore", message=".*differs from the published release")
+        yield
+    torch.use_deterministic_algorithms(deterministic)
+    torch.set_num_threads(threads)
+
+
+def final_state(run_dir: Path) -> dict:
+    """The newest checkpoint of a run (loaded the safe way)."""
+    return checkpoint.load_checkpoint(checkpoint.list_checkpoints(run_dir)[-1])
+
+
+def assert_same_tensors(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs"
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def test_stopped_then_resumed_run_equals_uninterrupted_run(market_root, tmp_path):
+    cfg = smoke_config(market_root, "train.epochs=3", "train.deterministic=true")
+    whole = engine.train(cfg, tmp_path / "whole", progress=False)
+
+    # 3 steps = epoch 1 (2 steps, checkpoint e1) plus one step of epoch 2, then "killed".
+    stopped = engine.train(cfg, tmp_path / "cut", progress=False, stop_after_steps=3)
+    assert stopped.metrics == {"stopped_after_steps": 3}
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "cut")] == [
+        "checkpoint-e00001.pt"
+    ]
+    assert not (tmp_path / "cut" / "summary.json").exists()
+    resumed = engine.train(cfg, tmp_path / "cut", resume=True, progress=False)
+
+    a, b = final_state(tmp_path / "whole"), final_state(tmp_path / "cut")
+    assert a["epoch"] == b["epoch"] == 3
+    assert_same_tensors(a["model"], b["model"])
+    assert_same_tensors(a["criterion"], b["criterion"])
+    for key in SCORE_KEYS:
+        assert whole.metrics[key] == resumed.metrics[key], key
+    # The resumed log has each epoch once, as the uninterrupted one.
+    epochs = [(r["kind"], r["epoch"]) for r in engine.read_log(tmp_path / "cut")]
+    assert epochs == [(r["kind"], r["epoch"]) for r in engine.read_log(tmp_path / "whole")]
+    assert epochs == [("train", 1), ("eval", 1), ("train", 2), ("eval", 2), ("train", 3), ("eval", 3)]
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(market_root, tmp_path):
+    engine.train(smoke_config(market_root, "train.epochs=1"), tmp_path, progress=False)
+    other = smoke_config(market_root, "train.epochs=1", "train.lr=0.01")
+    with pytest.raises(CheckpointError, match="different config"):
+        engine.train(other, tmp_path, resume=True, progress=False)
+
+
+def test_new_run_into_a_used_folder_is_refused(market_root, tmp_path):
+    cfg = smoke_config(market_root, "train.epochs=1")
+    engine.train(cfg, tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        engine.train(cfg, tmp_path, progress=False)
+
+
+# ----------------------------------------------------------------------------- learning
+
+
+def random_feature_map(data, seeds=range(5), dim: int = 32) -> float:
+    """Mean mAP (fraction) of standard-normal features on the test split: the chance level."""
+    from canlib.evaluate import evaluate_rank
+
+    q_pids = np.array([r[1] for r in data.query])
+    g_pids = np.array([r[1] for r in data.gallery])
+    q_cams = np.array([r[2] for r in data.query])
+    g_cams = np.array([r[2] for r in data.gallery])
+    maps = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        qf = rng.standard_normal((len(q_pids), dim))
+        gf = rng.standard_normal((len(g_pids), dim))
+        distmat = ((qf[:, None, :] - gf[None, :, :]) ** 2).sum(-1)
+        maps.append(evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=10)["mAP"])
+    return float(np.mean(maps))
+
+
+def test_smoke_training_lowers_the_loss_and_beats_random_features(market_root, tmp_path):
+    cfg = smoke_config(market_root, "train.epochs=6", "train.eval_every=3")
+    result = engine.train(cfg, tmp_path, progress=False)
+
+    rows = engine.read_log(tmp_path)
+    losses = [r["loss_total"] for r in rows if r["kind"] == "train"]
+    assert len(losses) == 6 and all(np.isfinite(losses))
+    assert losses[-1] < 0.7 * losses[0], losses
+    # Chance level: 8 queries with 4 true matches among 32 gallery images gives about 0.23.
+    chance = 100 * random_feature_map(engine.build_data(cfg))
+    assert 10 < chance < 40
+    assert result.metrics["mAP"] > chance + 30, (result.metrics["mAP"], chance)
+    assert [r["epoch"] for r in rows if r["kind"] == "eval"] == [3, 6]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["mAP"] == result.metrics["mAP"] and summary["steps_per_epoch"] == 2
+
+
+# ----------------------------------------------------------------------------- non-finite
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_checkpoint(market_root, tmp_path, monkeypatch):
+    cfg = smoke_config(market_root, "train.epochs=3")
+    engine.train(cfg, tmp_path, stop_after_steps=3, progress=False)  # writes e1 only
+    good = tmp_path / "checkpoint-e00001.pt"
+    good_bytes = good.read_bytes()
+
+    real_build_loss = engine.build_loss
+    calls = {"n": 0}
+
+    def build_loss_with_nan_on_second_call(cfg, model, num_classes):
+        criterion = real_build_loss(cfg, model, num_classes)
+        forward = criterion.forward
+
+        def poisoned(outputs, pids):
+            losses = forward(outputs, pids)
+            calls["n"] += 1
+            if calls["n"] == 2:
+                losses["triplet"] = losses["triplet"] * float("nan")
+            return losses
+
+        criterion.forward = poisoned
+        return criterion
+
+    monkeypatch.setattr(engine, "build_loss", build_loss_with_nan_on_second_call)
+    # The resumed run starts at epoch 2; its second loss is epoch 2, step 2.
+    with pytest.raises(NonFiniteError) as info:
+        engine.train(cfg, tmp_path, resume=True, progress=False)
+    message = str(info.value)
+    assert "triplet" in message and "epoch 2" in message and "step 2" in message
+    assert good.read_bytes() == good_bytes
+    assert checkpoint.list_checkpoints(tmp_path) == [good]
+    assert not (tmp_path / "summary.json").exists()
+    assert max(r["epoch"] for r in engine.read_log(tmp_path)) == 1
+
+
+def test_exploding_learning_rate_is_reported_as_non_finite(market_root, tmp_path):
+    cfg = smoke_config(market_root, "train.epochs=3", "train.lr=1e30")
+    with pytest.raises(NonFiniteError, match=r"loss became (nan|inf|-inf) at epoch \d+, step \d+"):
+        engine.train(cfg, tmp_path, progress=False)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+class _Payload:
+    """Unpickling this calls ``open(marker, "w")``: a file appears if the payload runs."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
+def test_malicious_pickle_is_refused_and_its_payload_never_runs(tmp_path, writer):
+    # The payload is live: plain unpickling does create a marker file.
+    proof = tmp_path / "proof"
+    pickle.loads(pickle.dumps(_Payload(proof))).close()
+    assert proof.exists()
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "run" / "checkpoint-e00001.pt"
+    path.parent.mkdir()
+    state = {"model": {"w": torch.zeros(2)}, "evil": _Payload(marker)}
+    with open(path, "wb") as handle:
+        if writer == "torch.save":
+            torch.save(state, handle)
+        else:
+            pickle.dump(state, handle, protocol=2)  # torch.load's default protocol
+    with pytest.raises(CheckpointError, match="checkpoint-e00001.pt"):
+        checkpoint.load_checkpoint(path)
+    with pytest.raises(CheckpointError):
+        checkpoint.load_latest(path.parent)
+    assert not marker.exists()
+
+
+def test_load_latest_skips_a_truncated_newest_checkpoint(tmp_path):
+    for epoch in (1, 2, 3):
+        checkpoint.save_checkpoint({"epoch": epoch, "w": torch.full((64,), float(epoch))}, tmp_path, epoch)
+    # keep=2: only the two newest survive.
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == [
+        "checkpoint-e00002.pt", "checkpoint-e00003.pt"
+    ]
+    newest = tmp_path / "checkpoint-e00003.pt"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+
+    with pytest.raises(CheckpointError, match="cut short"):
+        checkpoint.load_checkpoint(newest)
+    path, state = checkpoint.load_latest(tmp_path)
+    assert path.name == "checkpoint-e00002.pt"
+    assert state["epoch"] == 2 and torch.equal(state["w"], torch.full((64,), 2.0))
+
+    (tmp_path / "checkpoint-e00002.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="every checkpoint"):
+        checkpoint.load_latest(tmp_path)
+
+
+def test_load_latest_of_an_empty_folder_names_it(tmp_path):
+    with pytest.raises(CheckpointError, match=str(tmp_path)):
+        checkpoint.load_latest(tmp_path)
+
+
+def test_save_atomic_leaves_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint-e00001.pt"
+    checkpoint.save_atomic({"w": torch.ones(3)}, path)
+    before = path.read_bytes()
+
+    def failing_save(obj, handle):
+        handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save_atomic({"w": torch.zeros(3)}, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temp file left
