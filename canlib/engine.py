@@ -23,10 +23,11 @@ import os
 import random
 import resource
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -154,7 +155,7 @@ class _Run:
         self.world_size = dist.get_world_size() if dist.is_initialized() else 1
         self.device = resolve_device(cfg.train.device)
         if dist.is_initialized() and self.device.type == "cuda":
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(self.device)
         self.is_main = self.rank == 0
 
@@ -355,7 +356,8 @@ def _check_finite(losses: dict[str, torch.Tensor], epoch: int, step: int) -> Non
     for name, value in losses.items():
         if not torch.isfinite(value).all():
             raise NonFiniteError(
-                f"the {name} loss became {float(value.detach())} at epoch {epoch + 1}, step {step + 1}; "
+                f"the {name} loss became {float(value.detach())} at epoch {epoch + 1}, "
+                f"step {step + 1}; "
                 "training stopped and the last good checkpoint was left as it was"
             )
 

@@ -97,8 +97,8 @@ def final_state(run_dir: Path) -> dict:
 
 def assert_same_tensors(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), f"{key} differs"
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), f"{key} differs"
 
 
 # ----------------------------------------------------------------------------- resume
