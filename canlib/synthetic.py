@@ -880,8 +880,8 @@ def _draw_waist_bag(
 
 
 def _downsample2(x: np.ndarray) -> np.ndarray:
-    h, w = x.shape[0] // 2, x.shape[1] // 2
-    return x.reshape(h, 2, w, 2, *x.shape[2:]).mean(axis=(1, 3))
+    """Average 2x2 blocks (slicing is several times faster than reshape-and-mean here)."""
+    return (x[0::2, 0::2] + x[1::2, 0::2] + x[0::2, 1::2] + x[1::2, 1::2]) * np.float32(0.25)
 
 
 def _gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -1206,6 +1206,25 @@ def _save_jpeg(image: np.ndarray, path: Path, quality: int) -> None:
     Image.fromarray(image).save(path, format="JPEG", quality=quality)
 
 
+def _dump_info(info: dict[str, Any]) -> str:
+    """JSON with one top-level key, camera, family or identity per line (diff- and eye-friendly)."""
+
+    def one(value: Any) -> str:
+        return json.dumps(value, sort_keys=True)
+
+    parts = []
+    for key in sorted(info):
+        value = info[key]
+        if isinstance(value, list):
+            body = "[\n" + ",\n".join(f"  {one(v)}" for v in value) + "\n ]"
+        elif isinstance(value, dict) and any(isinstance(v, (dict, list)) for v in value.values()):
+            body = "{\n" + ",\n".join(f"  {one(k)}: {one(v)}" for k, v in value.items()) + "\n }"
+        else:
+            body = one(value)
+        parts.append(f" {one(key)}: {body}")
+    return "{\n" + ",\n".join(parts) + "\n}"
+
+
 def _readme_text(info: dict[str, Any]) -> str:
     """Human-readable summary followed by the exact info as a fenced JSON block."""
     names = {tuple(c): n for n, c in ACCESSORY_COLOURS.items()}
@@ -1248,7 +1267,7 @@ def _readme_text(info: dict[str, Any]) -> str:
             f"  family {fam['family']:03d} ({fam['split']}, {fam['detail']}): " + ", ".join(values)
         )
     lines += ["", "Machine-readable copy (canlib.synthetic.read_synthetic_info):", "```json"]
-    return "\n".join(lines) + "\n" + json.dumps(info, indent=1, sort_keys=True) + "\n```\n"
+    return "\n".join(lines) + "\n" + _dump_info(info) + "\n```\n"
 
 
 def read_synthetic_info(root: str | Path) -> dict[str, Any]:
