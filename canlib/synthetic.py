@@ -211,7 +211,8 @@ class SyntheticConfig:
             raise ConfigError(
                 f"SyntheticConfig.jpeg_quality must be in 1..95, got {self.jpeg_quality}."
             )
-        if not 0.0 <= float(self.occlusion_prob) <= 1.0:
+        prob = self.occlusion_prob
+        if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0 <= prob <= 1:
             raise ConfigError(
                 f"SyntheticConfig.occlusion_prob must be in [0, 1], got {self.occlusion_prob!r}."
             )
@@ -1450,9 +1451,9 @@ def ensure_synthetic(
     if size not in SIZES:
         raise ConfigError(f"Unknown synthetic size {size!r}; expected one of {', '.join(SIZES)}.")
     config = SIZES[size].with_seed(seed)
-    root = (
-        Path(root) if root is not None else default_cache_dir() / "synthetic" / f"{size}-seed{seed}"
-    )
+    if root is None:
+        root = default_cache_dir() / "synthetic" / f"{size}-seed{seed}"
+    root = Path(root).expanduser().absolute()
     if (root / README_NAME).is_file():
         try:
             info = read_synthetic_info(root)

@@ -297,6 +297,7 @@ def test_ensure_synthetic_uses_cache_and_checks_config(
         ("height", 8),
         ("jpeg_quality", 100),
         ("occlusion_prob", 1.5),
+        ("occlusion_prob", "0.5"),
         ("seed", -1),
         ("num_junk", True),
         ("detail_kinds", ("shoes", "scarf")),
