@@ -1,9 +1,9 @@
 """Figures and small tables for the notebooks: data exploration, training curves, result bars,
 feature-map overlays (the paper's Figure 4), Grad-CAM and ranked lists.
 
-Every figure function returns a :class:`matplotlib.figure.Figure` built without ``pyplot``
-(ours: no global figure registry, so a notebook cell shows the returned figure once and a loop
-of figures leaks nothing); nothing here calls ``plt.show``. :func:`save_figure` writes a figure
+Every figure function returns a :class:`matplotlib.figure.Figure` that pyplot has already
+closed (ours: a notebook cell whose last expression is the figure shows it exactly once, and a
+loop of figures leaks nothing); nothing here calls ``plt.show``. :func:`save_figure` writes a figure
 as PNG and PDF. Notebooks hold no logic: everything they draw is computed here, and the pure
 pieces (:func:`activation_map`, :func:`combine_maps`, :func:`overlay`, :func:`ranked_gallery`)
 are tested on hand-worked values.
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -92,9 +93,21 @@ def save_figure(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
     return paths
 
 
+def _new_figure(figsize: tuple[float, float]) -> Figure:
+    """A figure with constrained layout, made by pyplot but not kept in its registry.
+
+    Made by pyplot so that it gets the current backend's canvas (in Jupyter the inline
+    backend, whose display hook then draws a returned figure), and closed at once so that
+    pyplot neither shows it a second time at the end of the cell nor holds on to it.
+    """
+    fig = plt.figure(figsize=figsize, layout="constrained")
+    plt.close(fig)
+    return fig
+
+
 def _grid(rows: int, cols: int) -> tuple[Figure, np.ndarray]:
     """A figure with a ``rows x cols`` array of image axes."""
-    fig = Figure(figsize=(cols * _CELL_W, rows * _CELL_H), layout="constrained")
+    fig = _new_figure((cols * _CELL_W, rows * _CELL_H))
     return fig, fig.subplots(rows, cols, squeeze=False)
 
 
@@ -158,7 +171,7 @@ def images_per_id_plot(data: Any) -> Figure:
     special = set(getattr(data, "junk_pids", (JUNK_PID,))) | set(
         getattr(data, "distractor_pids", (DISTRACTOR_PID,))
     )
-    fig = Figure(figsize=(9, 3.2), layout="constrained")
+    fig = _new_figure((9, 3.2))
     axes = fig.subplots(1, 2)
     for ax, split in zip(axes, ("train", "gallery")):
         pids = [r[1] for r in getattr(data, split)]
@@ -231,7 +244,8 @@ def camera_grid(records: Sequence[Record], cameras: Sequence[int] | None = None,
     rng = np.random.default_rng(seed)
     fig, axes = _grid(len(cameras), per_camera)
     for row, cam in zip(axes, cameras):
-        _fill_row(row, _sample([r for r in records if r[2] == cam], per_camera, rng), f"camid {cam}")
+        chosen = _sample([r for r in records if r[2] == cam], per_camera, rng)
+        _fill_row(row, chosen, f"camid {cam}")
     return fig
 
 
@@ -254,7 +268,7 @@ def junk_distractor_grid(gallery: Sequence[Record], n: int = 8, seed: int = 0, *
         raise ConfigError(f"n must be a positive int, got {n!r}")
     rng = np.random.default_rng(seed)
     fig, axes = _grid(2, n)
-    for row, pids, label in ((axes[0], junk_pids, "junk"), (axes[1], distractor_pids, "distractor")):
+    for row, pids, label in zip(axes, (junk_pids, distractor_pids), ("junk", "distractor")):
         _fill_row(row, _sample([r for r in gallery if r[1] in pids], n, rng), label)
     return fig
 
@@ -335,7 +349,7 @@ def training_curves(rows: Sequence[Mapping[str, Any]]) -> Figure:
     if train.empty and evals.empty:
         raise ConfigError("no train or eval rows to plot; expected metrics.jsonl rows with "
                           "kind 'train' or 'eval' (is the run folder right?)")
-    fig = Figure(figsize=(10, 3.5), layout="constrained")
+    fig = _new_figure((10, 3.5))
     ax_loss, ax_eval = fig.subplots(1, 2)
     parts = sorted(c for c in train.columns if c.startswith("loss_"))
     _epoch_lines(ax_loss, train, parts, "part", "loss")
@@ -371,7 +385,7 @@ def cmc_curve(cmcs: Mapping[str, np.ndarray]) -> Figure:
     """
     if not cmcs:
         raise ConfigError("cmcs is empty; expected a dict name -> (R,) CMC array")
-    fig = Figure(figsize=(5, 3.5), layout="constrained")
+    fig = _new_figure((5, 3.5))
     ax = fig.subplots()
     for name, cmc in cmcs.items():
         cmc = np.asarray(cmc, dtype=float)
@@ -409,7 +423,7 @@ def metric_bars(table: pd.DataFrame, metric: str = "mAP") -> Figure:
     values = table[list(columns)].apply(pd.to_numeric, errors="coerce").rename(columns=columns)
     long = values.rename_axis("row").reset_index().melt("row", var_name="source",
                                                        value_name=metric)
-    fig = Figure(figsize=(7, 0.5 * len(table) + 1.2), layout="constrained")
+    fig = _new_figure((7, 0.5 * len(table) + 1.2))
     ax = fig.subplots()
     sns.barplot(data=long, x=metric, y="row", hue="source", hue_order=["paper", "ours"],
                 palette=[PAPER_COLOR, OURS_COLOR], saturation=1.0, orient="h", ax=ax)
@@ -443,7 +457,7 @@ def sota_bars(paper_rows: Sequence[Mapping[str, Any]], measured: Mapping[str, Ma
     if not bars:
         raise ConfigError(f"nothing to draw: no paper row or measured row has {metric!r}")
     bars.sort(key=lambda b: b[1])
-    fig = Figure(figsize=(7, 0.3 * len(bars) + 1.2), layout="constrained")
+    fig = _new_figure((7, 0.3 * len(bars) + 1.2))
     ax = fig.subplots()
     ax.barh([b[0] for b in bars], [b[1] for b in bars], color=[b[2] for b in bars])
     ax.bar_label(ax.containers[0], fmt="%.1f", fontsize=7, padding=2)
@@ -451,7 +465,7 @@ def sota_bars(paper_rows: Sequence[Mapping[str, Any]], measured: Mapping[str, Ma
     return fig
 
 
-# --------------------------------------------------------------------------- feature maps (Figure 4)
+# --------------------------------------------------------------------- feature maps (Figure 4)
 
 
 def _unit_range(x: Tensor) -> Tensor:
@@ -465,8 +479,9 @@ def _unit_range(x: Tensor) -> Tensor:
 def activation_map(feature_map: Tensor) -> np.ndarray:
     """Where a layer fires: the channel-wise mean of absolute activations, scaled to [0, 1].
 
-    This is the usual picture in "visualisation of feature maps" figures (attention transfer,
-    Zagoruyko & Komodakis, arXiv:1612.03928; the paper's Figure 4 does not say how it is drawn):
+    This is the usual picture in "visualisation of feature maps" figures (the activation-based
+    attention map of Zagoruyko & Komodakis, arXiv:1612.03928, with p = 1; the paper's Figure 4
+    does not say how it is drawn):
     a spatial position is bright when many channels respond strongly there, whatever their
     sign, and it needs no gradient or class. Ours: min-max scaling per map, so maps of
     different models share one colour scale; a constant map gives zeros, never NaN.
@@ -665,7 +680,8 @@ def gradcam_maps(model: nn.Module, images: Tensor, references: Tensor,
     """Grad-CAM of each image's similarity to its reference embedding.
 
     Uses ``pytorch_grad_cam.GradCAM`` (grad-cam 1.5) with a :class:`SimilarityTarget` per
-    image. GradCAM puts the model in eval mode; the mode is restored afterwards. With several
+    image. GradCAM puts the model in eval mode; the mode is restored afterwards, and the
+    parameter gradients the backward pass leaves are cleared (set to None). With several
     target layers grad-cam averages their maps (each scaled to [0, 1] first).
 
     Args:
@@ -698,6 +714,7 @@ def gradcam_maps(model: nn.Module, images: Tensor, references: Tensor,
                        targets=[SimilarityTarget(r) for r in references])
     finally:
         cam.activations_and_grads.release()
+        model.zero_grad(set_to_none=True)  # the backward pass left gradients on the weights
         model.train(was_training)
     return np.asarray(maps, dtype=np.float32)
 

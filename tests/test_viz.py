@@ -9,17 +9,18 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.colors import to_rgba  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from PIL import Image  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
+from PIL import Image
 
-from canlib import viz  # noqa: E402
-from canlib.errors import ConfigError, DatasetNotFoundError  # noqa: E402
-from canlib.model import build_model  # noqa: E402
+from canlib import viz
+from canlib.errors import ConfigError, DatasetNotFoundError
+from canlib.model import build_model
 
 INPUT = (144, 48)
 
@@ -168,7 +169,8 @@ def test_training_curves_average_per_epoch() -> None:
 
 def test_cmc_curve() -> None:
     fig = viz.cmc_curve({"a": np.array([0.5, 0.75, 1.0]), "b": [0.25, 0.5]})
-    assert len(fig.axes) == 1
+    assert isinstance(fig, Figure) and len(fig.axes) == 1
+    assert fig.number not in plt.get_fignums()  # closed: shown once in Jupyter, never leaked
     lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
     assert lines["a"].get_xdata().tolist() == [1, 2, 3]
     assert lines["a"].get_ydata().tolist() == [50.0, 75.0, 100.0]
