@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[notebooks,dev]'
 	touch $(STAMP)
 
+# Unit tests, then the committed notebooks re-executed by nbval (outputs go to a temporary
+# folder, so results/ and figures/ are never touched by a test run).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	CANLIB_OUTPUT_ROOT=$$(mktemp -d) $(PY) -m pytest -q tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
 
 reproduce: $(STAMP)
 	$(PY) -m canlib reproduce --profile $(PROFILE)

@@ -603,10 +603,14 @@ def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
 
 
 def _num_classes_from_state(state: dict[str, torch.Tensor]) -> int:
-    for key, value in state.items():
-        if "classifier" in key and key.endswith("weight") and value.ndim == 2:
-            return int(value.shape[0])
-    raise CheckpointError("could not find a classifier weight in the checkpoint's model state")
+    """The classifier size C of a model state (``classifier.weight`` is (F, C, D))."""
+    weight = state.get("classifier.weight")
+    if weight is None or weight.ndim != 3:
+        raise CheckpointError(
+            "could not find a (features, classes, dim) classifier.weight in the checkpoint's "
+            "model state"
+        )
+    return int(weight.shape[1])
 
 
 def is_finite_number(value: Any) -> bool:

@@ -153,3 +153,36 @@ def check_files(paths: Iterable[Path | str]) -> None:
         path = Path(path)
         if not path.is_file() or path.stat().st_size == 0:
             raise AssertionError(f"expected output {path} is missing or empty")
+
+
+def figure_inputs(data, cfg: ExperimentConfig, count: int = 4):
+    """Query images for Figure 4 and, for each, its first cross-camera true match.
+
+    Returns ``(queries, matches, raw_queries)``: normalised (N, 3, H, W) tensors of the
+    queries and their matching gallery images, and the queries as uint8 HxWx3 arrays for
+    the overlays. Only queries that have a valid match under the protocol are taken.
+    """
+    import numpy as np
+    import torch
+
+    from canlib.engine import transform_config
+    from canlib.transforms import build_test_transform, decode_image, resize
+
+    pairs = []
+    for q in data.query:
+        match = next((g for g in data.gallery if g[1] == q[1] and g[2] != q[2] and g[1] >= 0), None)
+        if match is not None:
+            pairs.append((q, match))
+        if len(pairs) == count:
+            break
+    if not pairs:
+        raise ConfigError("no query has a cross-camera match in the gallery; cannot draw Figure 4")
+    transform = build_test_transform(transform_config(cfg))
+    queries = torch.stack([transform(decode_image(q[0])) for q, _ in pairs])
+    matches = torch.stack([transform(decode_image(g[0])) for _, g in pairs])
+    raw = [
+        (resize(decode_image(q[0]).float() / 255, cfg.data.height, cfg.data.width)
+         .clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        for q, _ in pairs
+    ]
+    return queries, matches, raw
