@@ -12,7 +12,7 @@ are tested on hand-worked values.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from canlib.errors import ConfigError, DatasetError, DatasetNotFoundError
+from canlib.transforms import decode_image
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ __all__ = [
     "images_per_id_plot",
     "junk_distractor_grid",
     "metric_bars",
+    "model_inputs",
     "overlay",
     "ranked_gallery",
     "ranked_list_grid",
@@ -112,14 +114,29 @@ def _grid(rows: int, cols: int) -> tuple[Figure, np.ndarray]:
 
 
 def _load_rgb(path: str | Path) -> np.ndarray:
-    """An image file as an (H, W, 3) uint8 array."""
-    if not Path(path).is_file():
-        raise DatasetNotFoundError(f"image {path} does not exist")
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except OSError as exc:
-        raise DatasetError(f"image {path} could not be decoded ({exc})") from exc
+    """An image file as an (H, W, 3) uint8 array (decoded as the loaders decode it)."""
+    return decode_image(path).permute(1, 2, 0).numpy()
+
+
+def model_inputs(paths: Sequence[str | Path],
+                 transform: Callable[[Tensor], Tensor]) -> tuple[Tensor, list[np.ndarray]]:
+    """Images as a model sees them and as a figure shows them (for notebook 06).
+
+    Args:
+        paths: N image files, e.g. ``[r[0] for r in data.query[:4]]``.
+        transform: the test transform, e.g. ``canlib.transforms.build_test_transform(cfg)``
+            ((3, H, W) uint8 -> normalised float).
+
+    Returns:
+        ``(images, raw_images)``: the (N, 3, H, W) normalised batch and the N decoded
+        (H', W', 3) uint8 images, as :func:`feature_map_figure` and :func:`gradcam_figure`
+        take them.
+    """
+    if not paths:
+        raise ConfigError("paths is empty; expected at least one image file")
+    decoded = [decode_image(p) for p in paths]
+    images = torch.stack([transform(image) for image in decoded])
+    return images, [image.permute(1, 2, 0).numpy() for image in decoded]
 
 
 def _show(ax: Axes, image: np.ndarray | None, title: str = "", color: str | None = None) -> None:

@@ -268,6 +268,20 @@ def test_branch_maps_and_feature_map_figure(can_model, mgn_model) -> None:
         viz.feature_map_figure({"CAN": can_model}, images, raw[:1])
 
 
+def test_model_inputs_normalise_and_keep_raw(tmp_path: Path) -> None:
+    from canlib.transforms import TransformConfig, build_test_transform
+
+    cfg = TransformConfig(height=32, width=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    paths = [write_image(tmp_path / "a.png", 51), write_image(tmp_path / "b.png", 204)]
+    images, raw = viz.model_inputs(paths, build_test_transform(cfg))
+    assert images.shape == (2, 3, 32, 16)
+    # 51/255 = 0.2 -> (0.2 - 0.5) / 0.25 = -1.2; 204/255 = 0.8 -> 1.2 (uniform, so no resize
+    # effect).
+    np.testing.assert_allclose(images[0].numpy(), -1.2, atol=1e-5)
+    np.testing.assert_allclose(images[1].numpy(), 1.2, atol=1e-5)
+    assert raw[0].shape == (16, 8, 3) and raw[0].dtype == np.uint8 and (raw[1] == 204).all()
+
+
 # --------------------------------------------------------------------------- Grad-CAM
 
 
