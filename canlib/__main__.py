@@ -103,13 +103,15 @@ def _replace_seed(config, seed: int):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from canlib.engine import train
     from canlib.experiments import profile
 
     if args.resume:
         cfg = _config_of_run(Path(args.resume)).with_overrides(args.set)
     else:
         cfg = profile(args.profile, _overrides(args))
+    # Imported after the config is built: a typo in --set is reported without torch's import.
+    from canlib.engine import train
+
     with _process_group() as rank:
         if args.resume:
             result = train(cfg, Path(args.resume), resume=True)
