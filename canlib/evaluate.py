@@ -19,12 +19,16 @@ How :func:`evaluate_rank` avoids sorting (ours; the textbook algorithm argsorts 
 * Each candidate gets one integer key ``(row, order_key(d), g)`` packed into 63 bits, where
   ``order_key`` maps distances to integers preserving ``<`` and ``==`` exactly (the IEEE bit
   pattern, made monotone, for float32; a dense rank within the chunk otherwise). Keys are
-  unique because ``g`` is part of them, so after one sort of the valid candidates' keys the
-  position of a true match's key minus the position where its row starts is exactly the
-  count above: its rank, ties included. Nothing is rounded, so the result is exact.
+  unique because ``g`` is part of them, and their order is the stable order of the rows.
+  Only the true matches' keys are sorted (about 15 a query). A binary search of each
+  candidate key among them gives its bucket (how many match keys are smaller); a histogram of
+  the buckets, summed up, counts for every match the candidates with a smaller key, and
+  subtracting the candidates of earlier rows (and the match itself) leaves exactly the count
+  above: its rank, ties included. Nothing is rounded, so the result is exact.
 
-Work per chunk of queries is one pass over the chunk's distances plus a sort of its
-candidates (few for a trained model, at most the whole chunk for a random one). Extra memory
+Work per chunk of queries is one pass over the chunk's distances plus O(log M) work per
+candidate (few for a trained model; at worst, for distances with no signal at all, most of
+the chunk, where it is still several times faster than sorting each row). Extra memory
 is bounded by the chunk: about ``40 * chunk_elems`` bytes in the worst case (every entry a
 candidate), with ``chunk_elems`` = 4M by default, whatever the size of ``distmat``; a float32
 ``np.memmap`` or a CUDA tensor works as ``distmat`` and is read one chunk of rows at a time.
@@ -45,7 +49,7 @@ from canlib.errors import ConfigError, NonFiniteError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["pairwise_distance", "evaluate_rank", "summarize", "re_rank"]
+__all__ = ["evaluate_rank", "pairwise_distance", "re_rank", "summarize"]
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -65,9 +69,8 @@ def _as_1d_int(x: ArrayLike, name: str) -> np.ndarray:
     arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {tuple(arr.shape)}.")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.equal(np.mod(arr, 1), 0)):
-            raise ValueError(f"{name} must hold integer ids, got dtype {arr.dtype}.")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer) and np.any(np.mod(arr, 1) != 0):
+        raise ValueError(f"{name} must hold integer ids, got dtype {arr.dtype}.")
     return arr.astype(np.int64, copy=False)
 
 
@@ -140,7 +143,9 @@ def pairwise_distance(
             f"query_feats and gallery_feats must have the same feature size, got {dq} and {dg}."
         )
     if nq == 0 or ng == 0:
-        raise ValueError(f"query_feats and gallery_feats must be non-empty, got {nq} and {ng} rows.")
+        raise ValueError(
+            f"query_feats and gallery_feats must be non-empty, got {nq} and {ng} rows."
+        )
     q = torch.as_tensor(query_feats)
     g = torch.as_tensor(gallery_feats, device=q.device)
     if not q.is_floating_point() or q.dtype in (torch.float16, torch.bfloat16):
@@ -148,7 +153,9 @@ def pairwise_distance(
     g = g.to(q.dtype)
     for t, name in ((q, "query_feats"), (g, "gallery_feats")):
         if not torch.isfinite(t).all():
-            raise NonFiniteError(f"{name} contains NaN or infinite values; expected finite features.")
+            raise NonFiniteError(
+                f"{name} contains NaN or infinite values; expected finite features."
+            )
     if metric == "cosine":
         g = F.normalize(g, dim=1)
     else:
@@ -188,10 +195,10 @@ def _order_key(v: torch.Tensor) -> torch.Tensor:
 def _true_matches(
     q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray, g_camids: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """All (query, gallery) index pairs that are true matches under the protocol.
+    """(query, gallery) index pairs of the true matches, then of the other same-pid pairs.
 
-    A true match has the query's pid, a different camera and is not junk. Pairs are sorted by
-    query, then gallery index.
+    A true match has the query's pid, a different camera and is not junk; the other same-pid
+    pairs (same camera, or junk) are removed from the ranking. Sorted by query, then gallery.
     """
     order = np.argsort(g_pids, kind="stable")
     lo = np.searchsorted(g_pids[order], q_pids, side="left")
@@ -201,46 +208,49 @@ def _true_matches(
     within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
     g_idx = order[np.repeat(lo, counts) + within]
     keep = (g_camids[g_idx] != q_camids[q_idx]) & (q_pids[q_idx] != _JUNK_PID)
-    return q_idx[keep], g_idx[keep]
+    return q_idx[keep], g_idx[keep], q_idx[~keep], g_idx[~keep]
 
 
 def _match_ranks(
     d: torch.Tensor,
     pos_r: torch.Tensor,
     pos_c: torch.Tensor,
-    qp: torch.Tensor,
-    qc: torch.Tensor,
-    gp: torch.Tensor,
-    gc: torch.Tensor,
+    drop_r: torch.Tensor,
+    drop_c: torch.Tensor,
     junk: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact 0-based ranks of the true matches of a chunk of queries (see module docstring).
 
     Args:
         d: (B, G) distances of the chunk.
-        pos_r, pos_c: (M,) chunk-local row and gallery column of every true match.
-        qp, qc: (B,) the chunk's query pids and cameras; gp, gc, junk: (G,) gallery pids,
-            cameras and junk mask. All on ``d``'s device.
+        pos_r, pos_c: (M,) chunk-local row and gallery column of every true match, sorted.
+        drop_r, drop_c: chunk-local row and column of every same-pid-same-camera item.
+        junk: (G,) bool, junk gallery items. All on ``d``'s device.
 
     Returns:
         (rows, ranks): (M,) int64 tensors sorted by row, then rank.
     """
     b, g = d.shape
-    thr = torch.full((b,), -torch.inf, dtype=d.dtype, device=d.device)
-    thr.scatter_reduce_(0, pos_r, d[pos_r, pos_c], reduce="amax")
-    r, c = torch.nonzero(d <= thr[:, None], as_tuple=True)
-    same_pid = gp[c] == qp[r]
-    valid = ~junk[c] & ~(same_pid & (gc[c] == qc[r]))
-    r, c, same_pid = r[valid], c[valid], same_pid[valid]
     col_bits = max(1, (g - 1).bit_length())
     shift = 32 + col_bits
-    keys = (r << shift) | (_order_key(d[r, c]) << col_bits) | c
-    sorted_keys = torch.sort(keys).values
-    row_start = torch.searchsorted(sorted_keys, torch.arange(b, device=d.device) << shift)
-    rows = r[same_pid]
-    ranks = torch.searchsorted(sorted_keys, keys[same_pid]) - row_start[rows]
-    order = torch.sort(rows * (g + 1) + ranks).indices
-    return rows[order], ranks[order]
+    pos_v = d[pos_r, pos_c]
+    thr = torch.full((b,), -torch.inf, dtype=d.dtype, device=d.device)
+    thr.scatter_reduce_(0, pos_r, pos_v, reduce="amax")
+    cand = (d <= thr[:, None]) & ~junk  # valid candidates: junk and same-camera items out
+    cand[drop_r, drop_c] = False
+    r, c = torch.nonzero(cand, as_tuple=True)
+    v = d[r, c]
+    both = _order_key(torch.cat([v, pos_v]))  # one call: dense ranks must be shared
+    keys = (r << shift) | (both[: len(v)] << col_bits) | c
+    match_keys = torch.sort((pos_r << shift) | (both[len(v) :] << col_bits) | pos_c).values
+    # below[t] = #candidates with key < match_keys[t], over all rows: those of earlier rows
+    # (all of them) and those of its own row ahead of it. bucket = #match keys < key, and
+    # key < match_keys[t] <=> bucket <= t for every candidate except match t itself.
+    bucket = torch.searchsorted(match_keys, keys)
+    below = torch.cumsum(torch.bincount(bucket, minlength=len(match_keys) + 1), 0)[:-1] - 1
+    per_row = torch.bincount(r, minlength=b)
+    rows = match_keys >> shift
+    return rows, below - (torch.cumsum(per_row, 0) - per_row)[rows]
 
 
 def _row_chunk(num_gallery: int, chunk_elems: int) -> int:
@@ -358,10 +368,12 @@ def _evaluate_all_shot(
 ) -> dict[str, Any]:
     dev = _device_of(distmat)
     nq, ng = int(distmat.shape[0]), int(distmat.shape[1])
-    pos_q, pos_g = _true_matches(q_pids, g_pids, q_camids, g_camids)
-    to = lambda a: torch.as_tensor(a, device=dev)  # noqa: E731 - tiny local converter
-    qp_all, qc_all, gp, gc = to(q_pids), to(q_camids), to(g_pids), to(g_camids)
-    junk = gp == _JUNK_PID
+    pos_q, pos_g, drop_q, drop_g = _true_matches(q_pids, g_pids, q_camids, g_camids)
+
+    def to(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, device=dev)
+
+    junk = to(g_pids == _JUNK_PID)
     cmc_hits = torch.zeros(max_rank + 1, dtype=torch.float64, device=dev)
     ap_sum = torch.zeros((), dtype=torch.float64, device=dev)
     inp_sum = torch.zeros((), dtype=torch.float64, device=dev)
@@ -374,8 +386,14 @@ def _evaluate_all_shot(
         lo, hi = np.searchsorted(pos_q, [s, e])
         if lo == hi:
             continue
+        dlo, dhi = np.searchsorted(drop_q, [s, e])
         rows, ranks = _match_ranks(
-            d, to(pos_q[lo:hi] - s), to(pos_g[lo:hi]), qp_all[s:e], qc_all[s:e], gp, gc, junk
+            d,
+            to(pos_q[lo:hi] - s),
+            to(pos_g[lo:hi]),
+            to(drop_q[dlo:dhi] - s),
+            to(drop_g[dlo:dhi]),
+            junk,
         )
         counts = torch.bincount(rows, minlength=e - s)
         first = torch.cumsum(counts, 0) - counts
@@ -475,7 +493,9 @@ def summarize(result: dict[str, Any], ranks: tuple[int, ...] = (1, 3, 5, 10)) ->
 # --------------------------------------------------------------------------- re-ranking
 
 
-def _block(x: ArrayLike, rows: slice, cols: slice, transpose: bool, dev: torch.device) -> torch.Tensor:
+def _block(
+    x: ArrayLike, rows: slice, cols: slice, transpose: bool, dev: torch.device
+) -> torch.Tensor:
     """``x[rows, cols]`` (transposed if asked) as a float tensor on ``dev``."""
     part = x[rows, cols]
     t = part if isinstance(part, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(part))
@@ -497,18 +517,26 @@ def _squared_columns(
     if start < nq:  # query columns i: D[:Q, i] = q_q[:, i], D[Q:, i] = q_g[i, :]
         qs = slice(start, min(stop, nq))
         parts.append(
-            torch.cat([_block(q_q, slice(None), qs, True, dev), _block(q_g, qs, slice(None), False, dev)], 1)
+            torch.cat(
+                [_block(q_q, slice(None), qs, True, dev), _block(q_g, qs, slice(None), False, dev)],
+                1,
+            )
         )
     if stop > nq:  # gallery columns Q+j: D[:Q, Q+j] = q_g[:, j], D[Q:, Q+j] = g_g[:, j]
         gs = slice(max(start, nq) - nq, stop - nq)
         parts.append(
-            torch.cat([_block(q_g, slice(None), gs, True, dev), _block(g_g, slice(None), gs, True, dev)], 1)
+            torch.cat(
+                [_block(q_g, slice(None), gs, True, dev), _block(g_g, slice(None), gs, True, dev)],
+                1,
+            )
         )
     rows = torch.cat(parts, 0)
     return rows * rows
 
 
-def _gather_d(q_g: ArrayLike, q_q: ArrayLike, g_g: ArrayLike, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _gather_d(
+    q_g: ArrayLike, q_q: ArrayLike, g_g: ArrayLike, a: np.ndarray, b: np.ndarray
+) -> np.ndarray:
     """``D[a, b]`` for index arrays ``a``, ``b`` into the (N, N) matrix, as float64 numpy."""
     nq = int(q_g.shape[0])
     out = np.empty(len(a), dtype=np.float64)
@@ -539,7 +567,9 @@ def _reciprocal(rank: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     return (rank[fwd, :k] == rows[:, None, None]).any(-1)
 
 
-def _expanded_sets(rank: np.ndarray, rows: np.ndarray, kf: int, kh: int) -> tuple[np.ndarray, np.ndarray]:
+def _expanded_sets(
+    rank: np.ndarray, rows: np.ndarray, kf: int, kh: int
+) -> tuple[np.ndarray, np.ndarray]:
     """R*(i, k1) for ``rows``: index matrix and mask of the members, duplicates masked out.
 
     R(i, k1) is expanded by R(c, round(k1/2)) for each c in R(i, k1) whose half set overlaps
@@ -634,7 +664,9 @@ def re_rank(
     v = _encode(q_g, q_q, g_g, rank, colmax, kf, kh, chunk_elems)
     if k2 != 1:
         rows = np.repeat(np.arange(n), ke)
-        expand = sp.csr_matrix((np.full(n * ke, 1.0 / ke), (rows, rank[:, :ke].ravel())), shape=(n, n))
+        expand = sp.csr_matrix(
+            (np.full(n * ke, 1.0 / ke), (rows, rank[:, :ke].ravel())), shape=(n, n)
+        )
         v = (expand @ v).tocsr()
     final = _final_distances(v, q_g, colmax, lambda_value, chunk_elems)
     if isinstance(q_g, torch.Tensor):

@@ -122,8 +122,12 @@ def test_hand_worked_case():
         ]
     )
     result = evaluate_rank(
-        dist, np.array([1, 2, 3]), np.array([1, 2, 1, -1, 0, 1]),
-        np.array([0, 0, 0]), np.array([0, 1, 1, 1, 2, 2]), max_rank=4,
+        dist,
+        np.array([1, 2, 3]),
+        np.array([1, 2, 1, -1, 0, 1]),
+        np.array([0, 0, 0]),
+        np.array([0, 1, 1, 1, 2, 2]),
+        max_rank=4,
     )
     np.testing.assert_allclose(result["cmc"], [0.0, 0.5, 1.0, 1.0])
     assert result["mAP"] == pytest.approx(5 / 12)
@@ -136,8 +140,12 @@ def test_ties_are_broken_by_gallery_order():
     # Match and negative at the same distance: the one with the smaller gallery index ranks
     # first. Negative first -> match at position 2 -> AP 1/2; match first -> AP 1.
     pids, cams = np.array([1]), np.array([0])
-    neg_first = evaluate_rank(np.array([[1.0, 1.0]]), pids, np.array([2, 1]), cams, np.array([1, 1]), 2)
-    match_first = evaluate_rank(np.array([[1.0, 1.0]]), pids, np.array([1, 2]), cams, np.array([1, 1]), 2)
+    neg_first = evaluate_rank(
+        np.array([[1.0, 1.0]]), pids, np.array([2, 1]), cams, np.array([1, 1]), 2
+    )
+    match_first = evaluate_rank(
+        np.array([[1.0, 1.0]]), pids, np.array([1, 2]), cams, np.array([1, 1]), 2
+    )
     assert neg_first["mAP"] == pytest.approx(0.5)
     np.testing.assert_allclose(neg_first["cmc"], [0.0, 1.0])
     assert match_first["mAP"] == pytest.approx(1.0)
@@ -146,20 +154,28 @@ def test_ties_are_broken_by_gallery_order():
 def test_same_camera_only_queries_are_skipped_and_single_gallery_item():
     # Query 0's only match shares its camera: skipped. Query 1 matches the only other item.
     dist = np.array([[0.5, 0.2], [0.3, 0.1]])
-    result = evaluate_rank(dist, np.array([1, 2]), np.array([1, 2]), np.array([0, 0]),
-                           np.array([0, 1]), max_rank=2)
+    result = evaluate_rank(
+        dist, np.array([1, 2]), np.array([1, 2]), np.array([0, 0]), np.array([0, 1]), max_rank=2
+    )
     assert result["num_valid"] == 1
     np.testing.assert_allclose(result["cmc"], [1.0, 1.0])
-    single = evaluate_rank(np.array([[0.3]]), np.array([4]), np.array([4]), np.array([0]),
-                           np.array([1]), max_rank=1)
+    single = evaluate_rank(
+        np.array([[0.3]]), np.array([4]), np.array([4]), np.array([0]), np.array([1]), max_rank=1
+    )
     assert single["mAP"] == 1.0 and single["num_valid"] == 1
 
 
 def test_max_rank_beyond_gallery_warns_and_keeps_length():
     # One negative then the match: first hit at rank 2, so cmc = [0, 1, 1, 1, 1].
     with pytest.warns(UserWarning, match="max_rank=5 exceeds the gallery size 2"):
-        result = evaluate_rank(np.array([[0.1, 0.2]]), np.array([1]), np.array([2, 1]),
-                               np.array([0]), np.array([1, 1]), max_rank=5)
+        result = evaluate_rank(
+            np.array([[0.1, 0.2]]),
+            np.array([1]),
+            np.array([2, 1]),
+            np.array([0]),
+            np.array([1, 1]),
+            max_rank=5,
+        )
     np.testing.assert_allclose(result["cmc"], [0, 1, 1, 1, 1])
 
 
@@ -167,8 +183,14 @@ def test_numpy_torch_and_memmap_inputs_agree(tmp_path):
     rng = np.random.default_rng(3)
     dist, qp, gp, qc, gc = random_problem(rng, 20, 50, dtype=np.float32)
     ref = evaluate_rank(dist, qp, gp, qc, gc, max_rank=5)
-    as_torch = evaluate_rank(torch.from_numpy(dist), torch.from_numpy(qp), torch.from_numpy(gp),
-                             torch.from_numpy(qc), torch.from_numpy(gc), max_rank=5)
+    as_torch = evaluate_rank(
+        torch.from_numpy(dist),
+        torch.from_numpy(qp),
+        torch.from_numpy(gp),
+        torch.from_numpy(qc),
+        torch.from_numpy(gc),
+        max_rank=5,
+    )
     mm = np.memmap(tmp_path / "d.f32", dtype=np.float32, mode="w+", shape=dist.shape)
     mm[:] = dist
     mm.flush()
@@ -203,8 +225,13 @@ def test_single_shot_probability_and_seed():
     # Query pid 1 (cam 0). Gallery (cam 1): pid 1 at distances .2 and .4, pid 2 at .1 and .3.
     # A draw keeps one image of each; the match ranks first only for (.2, .3): P = 1/4.
     # Rank 2 always holds it. mAP uses the full list .1 .2 .3 .4: (1/2 + 2/4) / 2 = 0.5.
-    args = (np.array([[0.2, 0.4, 0.1, 0.3]]), np.array([1]), np.array([1, 1, 2, 2]),
-            np.array([0]), np.array([1, 1, 1, 1]))
+    args = (
+        np.array([[0.2, 0.4, 0.1, 0.3]]),
+        np.array([1]),
+        np.array([1, 1, 2, 2]),
+        np.array([0]),
+        np.array([1, 1, 1, 1]),
+    )
     result = evaluate_rank(*args, max_rank=2, protocol="cuhk03-single-shot", repeats=4000, seed=7)
     assert result["cmc"][0] == pytest.approx(0.25, abs=0.03)  # sd 0.007 at 4000 draws
     assert result["cmc"][1] == 1.0
@@ -215,8 +242,12 @@ def test_single_shot_probability_and_seed():
 
 def test_summarize_in_percent():
     result = {"cmc": np.array([0.5, 0.75, 1.0]), "mAP": 0.25, "mINP": 0.125, "num_valid": 4}
-    assert summarize(result, ranks=(1, 3)) == {"rank1": 50.0, "rank3": 100.0, "mAP": 25.0,
-                                               "mINP": 12.5}
+    assert summarize(result, ranks=(1, 3)) == {
+        "rank1": 50.0,
+        "rank3": 100.0,
+        "mAP": 25.0,
+        "mINP": 12.5,
+    }
     with pytest.raises(ValueError, match="rank 5"):
         summarize(result, ranks=(5,))
 
@@ -248,8 +279,9 @@ def test_pairwise_distance_matches_plain_formulas():
     euclid = np.array([[np.sqrt(np.sum((a - b) ** 2)) for b in g] for a in q])
     cosine = np.array([[1 - a @ b / np.linalg.norm(a) / np.linalg.norm(b) for b in g] for a in q])
     ours_e = pairwise_distance(q, g, "euclidean", chunk_size=3)
-    ours_c = pairwise_distance(torch.from_numpy(q).float(), torch.from_numpy(g).float(), "cosine",
-                               chunk_size=2)
+    ours_c = pairwise_distance(
+        torch.from_numpy(q).float(), torch.from_numpy(g).float(), "cosine", chunk_size=2
+    )
     np.testing.assert_allclose(ours_e.numpy(), euclid, atol=1e-6)
     assert ours_e[0, 0] == 0.0
     assert ours_c.dtype == torch.float32
@@ -312,8 +344,10 @@ def plain_rerank(q_g, q_q, g_g, k1, k2, lam):
     if k2 != 1:  # Eq. 11: local query expansion over the k2 nearest items
         v = np.array([v[np.argsort(d[p])[:k2]].mean(axis=0) for p in range(n)])
     jaccard = np.array(  # Eq. 10: 1 - sum(min) / sum(max)
-        [[1 - np.minimum(v[p], v[g]).sum() / np.maximum(v[p], v[g]).sum() for g in range(nq, n)]
-         for p in range(nq)]
+        [
+            [1 - np.minimum(v[p], v[g]).sum() / np.maximum(v[p], v[g]).sum() for g in range(nq, n)]
+            for p in range(nq)
+        ]
     )
     return (1 - lam) * jaccard + lam * d[:nq, nq:]  # Eq. 12
 
