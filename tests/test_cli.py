@@ -138,6 +138,10 @@ def reference_two_share_training(cfg, epochs: int) -> tuple[dict, dict]:
     )
     images = ImageDataset(data.train, transform)
 
+    # The ranks run with train.threads; the same count keeps every sum in the same order.
+    # (Adam's first steps normalise gradients, so rounding noise in a near-zero gradient
+    # would become an lr-sized weight difference: about 5e-2 after 4 steps with 2 threads.)
+    torch.set_num_threads(cfg.train.threads or 1)
     torch.manual_seed(cfg.train.seed)  # the engine seeds, then builds the model, then the loss
     m = cfg.model
     model = build_model(
