@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from canlib.errors import CanlibError
+from canlib.errors import CanlibError, ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -87,19 +87,10 @@ def _cmd_prepare_synthetic(args: argparse.Namespace) -> int:
     from canlib.synthetic import SIZES, generate_synthetic
 
     if args.size not in SIZES:
-        raise CanlibError(f"unknown --size {args.size!r}; choose one of {', '.join(SIZES)}")
-    config = SIZES[args.size].with_seed(args.seed) if hasattr(SIZES[args.size], "with_seed") else (
-        _replace_seed(SIZES[args.size], args.seed)
-    )
-    root = generate_synthetic(args.root, config, progress=True)
+        raise ConfigError(f"unknown --size {args.size!r}; choose one of {', '.join(SIZES)}")
+    root = generate_synthetic(args.root, SIZES[args.size].with_seed(args.seed), progress=True)
     print(f"synthetic dataset written to {root}")
     return 0
-
-
-def _replace_seed(config, seed: int):
-    from dataclasses import replace
-
-    return replace(config, seed=seed)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
