@@ -40,7 +40,9 @@ class DataConfig:
     dataset: str = ours("the built-in synthetic dataset runs anywhere offline", "synthetic")
     data_root: str | None = ours("None: the synthetic cache; real datasets need a path", None)
     synthetic_size: str = ours("size preset of the built-in dataset", "default")
-    cuhk03_subset: str = ours("CUHK03 new protocol, labeled boxes (torchreid defaults to detected)", "labeled")
+    cuhk03_subset: str = ours(
+        "CUHK03 new protocol, labeled boxes (torchreid defaults to detected)", "labeled"
+    )
     height: int = paper("§4.6, 384x128 inputs", 384)
     width: int = paper("§4.6, 384x128 inputs", 128)
     p: int = paper("§4.6, 8 identities per batch", 8)
@@ -354,4 +356,5 @@ def _validate(cfg: ExperimentConfig) -> None:
     _check(t.grad_clip is None or t.grad_clip > 0, "train.grad_clip must be None or > 0")
     _check(t.threads is None or t.threads >= 1, "train.threads must be None or >= 1")
     _choice("eval.metric", e.metric, ("cosine", "euclidean"))
-    _check(e.batch_size >= 1 and e.max_rank >= 1, "eval.batch_size and eval.max_rank >= 1")
+    _check(e.batch_size >= 1, f"eval.batch_size must be >= 1 (got {e.batch_size})")
+    _check(e.max_rank >= 10, f"eval.max_rank must be >= 10, the tables show rank-10 (got {e.max_rank})")

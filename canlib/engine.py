@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import random
 import resource
@@ -557,7 +556,7 @@ def evaluate_model(
     Returns metrics in percent: ``rank1``, ``rank3``, ``rank5``, ``rank10``, ``mAP``,
     ``mINP`` and ``num_valid`` (plus ``cmc``/``distmat`` arrays when ``return_raw``).
     """
-    from canlib.evaluate import evaluate_rank, pairwise_distance, re_rank
+    from canlib.evaluate import evaluate_rank, pairwise_distance, re_rank, summarize
 
     rerank = cfg.eval.rerank if rerank is None else rerank
     qf, q_pids, q_camids = extract_features(model, data.query, cfg, device=device)
@@ -570,21 +569,11 @@ def evaluate_model(
             pairwise_distance(gf, gf, metric=cfg.eval.metric),
         )
     result = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=cfg.eval.max_rank)
-    metrics = metrics_in_percent(result)
+    metrics = {**summarize(result), "num_valid": int(result["num_valid"])}
     if return_raw:
         metrics["cmc"] = np.asarray(result["cmc"])
         metrics["distmat"] = distmat
     return metrics
-
-
-def metrics_in_percent(result: dict[str, Any], ranks: Sequence[int] = (1, 3, 5, 10)) -> dict:
-    """The contract's fractions as the percent figures the paper's tables print."""
-    cmc = np.asarray(result["cmc"])
-    out = {f"rank{r}": 100.0 * float(cmc[min(r, len(cmc)) - 1]) for r in ranks}
-    out["mAP"] = 100.0 * float(result["mAP"])
-    out["mINP"] = 100.0 * float(result["mINP"])
-    out["num_valid"] = int(result["num_valid"])
-    return out
 
 
 def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
@@ -611,8 +600,3 @@ def _num_classes_from_state(state: dict[str, torch.Tensor]) -> int:
             "model state"
         )
     return int(weight.shape[1])
-
-
-def is_finite_number(value: Any) -> bool:
-    """True for a real, finite number (used by notebook post-conditions)."""
-    return isinstance(value, (int, float)) and math.isfinite(value)

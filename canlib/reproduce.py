@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from canlib.config import parse_overrides
 from canlib.errors import CanlibError, ConfigError
@@ -169,7 +169,7 @@ class _PeakMemory:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
-    def __enter__(self) -> _PeakMemory:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
