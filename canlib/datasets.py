@@ -1,10 +1,11 @@
 """Person re-identification datasets parsed into ``(path, pid, camid)`` records.
 
 ``build_dataset(name, root, **options)`` turns a dataset folder into a :class:`ReIDDataset`
-with ``train``, ``query`` and ``gallery`` lists of :class:`ImageRecord`. Nothing here decodes
-an image (parsing Market-1501 takes milliseconds); the image loader checks images when it
-reads them. The one exception is CUHK03, whose images live inside a MATLAB file and are
-extracted once to PNG files.
+with ``train``, ``query`` and ``gallery`` lists of :class:`ImageRecord`. Parsing decodes no
+image (parsing Market-1501 takes milliseconds); the image loader checks images when it
+reads them, and :func:`check_images` scans a split for unreadable files up front. The one
+exception is CUHK03, whose images live inside a MATLAB file and are extracted once to PNG
+files.
 
 Conventions (shared with ``canlib.evaluate``):
 
@@ -29,7 +30,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -211,9 +212,32 @@ def _require_nonempty(records: Sequence[ImageRecord], source: Path, expected: st
 
 def _sorted_files(folder: Path) -> list[Path]:
     # Sorted so that record order never depends on the filesystem; scandir's cached file type
-    # spares one stat call per image on 20k-file folders.
+    # spares one stat call per image on 20k-file folders. Never recursive, so a link back up
+    # the tree (``loop -> ..``) is just a folder entry and cannot make listing loop.
     with os.scandir(folder) as entries:
-        return sorted(Path(e.path) for e in entries if e.is_file())
+        return sorted(Path(e.path) for e in entries if _is_file_entry(e))
+
+
+def _is_file_entry(entry: os.DirEntry) -> bool:
+    """Whether a folder entry is a file, following links; folders and links to them are not.
+
+    An image-named link that leads to no file (dangling, or a loop of links, where ``is_file``
+    raises ELOOP) is refused: skipping it would silently drop an image from the counts.
+    """
+    try:
+        if entry.is_file():
+            return True
+        if entry.is_dir() or not entry.is_symlink():
+            return False
+        reason = "its target does not exist"
+    except OSError as error:
+        reason = f"it cannot be followed: {error.strerror}"
+    if is_image_file(entry.name):
+        raise DatasetError(
+            f"Image {entry.path} is a symbolic link that leads to no file ({reason}); "
+            "expected an image file or a link to one."
+        )
+    return False
 
 
 def _check_camera(cam: int, max_cam: int | None, path: str | Path, dataset: str) -> None:
@@ -737,18 +761,22 @@ _FOLDER_EXAMPLE = "<split>/<pid>/<camid>_<anything>.jpg, e.g. train/0007/0_frame
 
 def _parse_folder_split(folder: Path) -> list[ImageRecord]:
     records = []
-    for entry in sorted(folder.iterdir()):
-        if entry.is_file():
-            if is_image_file(entry):
+    with os.scandir(folder) as listing:
+        entries = sorted(listing, key=lambda e: e.name)
+    for entry in entries:
+        if _is_file_entry(entry):
+            if is_image_file(entry.name):
                 raise DatasetError(
-                    f"Image {entry} lies outside a pid folder; expected {_FOLDER_EXAMPLE}."
+                    f"Image {entry.path} lies outside a pid folder; expected {_FOLDER_EXAMPLE}."
                 )
             continue
+        # Anything else must be a pid folder; a link loop such as ``loop -> ..`` is refused
+        # here by its name, and only one level below is listed, so nothing can recurse.
         if not _FOLDER_PID.fullmatch(entry.name):
             raise DatasetError(
-                f"Folder {entry} is not an integer pid (or -1 for junk); expected {_FOLDER_EXAMPLE}."
+                f"Folder {entry.path} is not an integer pid (or -1 for junk); expected {_FOLDER_EXAMPLE}."
             )
-        for path in _sorted_files(entry):
+        for path in _sorted_files(Path(entry.path)):
             if not is_image_file(path):
                 continue
             match = _FOLDER_IMAGE.fullmatch(path.stem)
@@ -822,6 +850,86 @@ def load_synthetic(root: Path | None, *, size: str = "default", seed: int = 0) -
     return _market_style_dataset(
         "synthetic", base, max_cam=None, distractor_pids=(MARKET_DISTRACTOR_PID,), info=info
     )
+
+
+# --------------------------------------------------------------------------------------
+# Scanning images once (the one place besides CUHK03 extraction that decodes)
+# --------------------------------------------------------------------------------------
+
+_BAD_LISTED = 5
+"""How many bad files an error or warning of :func:`check_images` names before "and N more"."""
+
+Record = TypeVar("Record", bound=tuple)
+
+
+def check_images(
+    records: Sequence[Record], *, remove_bad: bool = False, progress: bool = True
+) -> tuple[list[Record], list[tuple[str, str]]]:
+    """Decode every image once and refuse, or drop, those that cannot be read.
+
+    Parsing never opens an image, so a truncated JPEG, a zero-byte file or a text file named
+    ``.jpg`` would otherwise only fail when a batch reaches it (mid-epoch, or at test time).
+    This scan finds them all up front (ours; the paper and torchreid have no such check).
+    Grayscale, CMYK, RGBA and palette images are not bad: they decode to RGB.
+
+    Args:
+        records: ``(path, pid, camid)`` records (e.g. ``dataset.train``); a path listed
+            twice is decoded once.
+        remove_bad: False (default) to raise on any bad image; True to drop them with one
+            :class:`DatasetWarning` naming how many and which.
+        progress: Show a tqdm bar (default True).
+
+    Returns:
+        The good records in their order, and ``(path, reason)`` of each bad image (empty
+        unless ``remove_bad``).
+
+    Raises:
+        DatasetError: Some image cannot be decoded and ``remove_bad`` is False; the message
+            gives the count and the first few paths with their reasons.
+    """
+    # Imported here so that parsing a dataset never needs torch or PIL.
+    from tqdm.auto import tqdm
+
+    from canlib.transforms import decode_image
+
+    reasons: dict[str, str | None] = {}
+    for record in tqdm(records, desc="checking images", leave=False, disable=not progress):
+        path = str(record[0])
+        if path in reasons:
+            continue
+        try:
+            decode_image(path)
+            reasons[path] = None
+        except DatasetError as error:  # DatasetNotFoundError included
+            reasons[path] = _decode_reason(error, path)
+    bad = [(path, reason) for path, reason in reasons.items() if reason is not None]
+    if not bad:
+        return list(records), []
+    listed = "; ".join(f"{path} ({reason})" for path, reason in bad[:_BAD_LISTED])
+    more = f" and {len(bad) - _BAD_LISTED} more" if len(bad) > _BAD_LISTED else ""
+    counts = f"{len(bad)} of {len(reasons)} images"
+    if not remove_bad:
+        raise DatasetError(
+            f"{counts} cannot be decoded: {listed}{more}; fix or delete them, or pass "
+            "remove_bad=True to skip them."
+        )
+    warnings.warn(
+        f"Skipped {counts} that cannot be decoded: {listed}{more}.", DatasetWarning, stacklevel=2
+    )
+    return [r for r in records if reasons[str(r[0])] is None], bad
+
+
+def _decode_reason(error: DatasetError, path: str) -> str:
+    """A short reason: the decoder's or the OS's own words, without repeating the path."""
+    from PIL import UnidentifiedImageError
+
+    cause = error.__cause__
+    if isinstance(cause, UnidentifiedImageError):
+        empty = os.path.isfile(path) and os.path.getsize(path) == 0
+        return "empty file" if empty else "not an image PIL can identify"
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return str(cause) if cause is not None else str(error)
 
 
 # --------------------------------------------------------------------------------------
