@@ -106,6 +106,7 @@ class TrainConfig:
     device: str = ours("'auto': CUDA when present, else CPU", "auto")
     amp: bool = ours("bf16 autocast on CUDA (ignored on CPU, which stays fp32)", True)
     channels_last: bool = ours("off by default; helps convolutions on recent GPUs", False)
+    compile: bool = ours("off: eager; torch.compile the training forward when on", False)
     grad_clip: float | None = ours("no gradient clipping", None)
     deterministic: bool = ours("deterministic kernels (slower); on for exact resume tests", False)
     threads: int | None = ours("None: torch's default CPU thread count", None)
