@@ -490,6 +490,57 @@ def summarize(result: dict[str, Any], ranks: tuple[int, ...] = (1, 3, 5, 10)) ->
     return out
 
 
+TOP1_KINDS = ("same id", "same group", "distractor", "other id, same camera",
+              "other id, other camera")
+
+
+def top1_breakdown(
+    distmat: ArrayLike,
+    q_pids: ArrayLike,
+    g_pids: ArrayLike,
+    q_camids: ArrayLike,
+    g_camids: ArrayLike,
+    group_of: dict[int, int] | None = None,
+) -> dict[str, int]:
+    """What each query's first-ranked gallery item is, under the Market-1501 protocol.
+
+    A diagnostic for "why is rank-1 low": the top item (same-pid-same-camera items and
+    junk removed, ties by gallery order, as in :func:`evaluate_rank`) is counted as the same
+    identity, another identity of the same *group* (``group_of`` maps pid -> group, e.g. the
+    synthetic dataset's look-alike families), a distractor (pid 0), or another identity
+    from the query's camera or from another camera.
+
+    Returns:
+        Counts per kind in :data:`TOP1_KINDS` order, summing to the number of queries that
+        have at least one gallery item left.
+    """
+    num_q, _ = _shape2d(distmat, "distmat")
+    q_pids, g_pids = _as_1d_int(q_pids, "q_pids"), _as_1d_int(g_pids, "g_pids")
+    q_camids, g_camids = _as_1d_int(q_camids, "q_camids"), _as_1d_int(g_camids, "g_camids")
+    groups = group_of or {}
+    counts = dict.fromkeys(TOP1_KINDS, 0)
+    for i in range(num_q):
+        row = _rows(distmat, i, i + 1)[0].detach().cpu().numpy().astype(np.float64)
+        keep = (g_pids != -1) & ~((g_pids == q_pids[i]) & (g_camids == q_camids[i]))
+        if not keep.any():
+            continue
+        candidates = np.flatnonzero(keep)
+        top = candidates[np.argmin(row[candidates])]  # argmin returns the first of ties
+        pid, qpid = int(g_pids[top]), int(q_pids[i])
+        if pid == qpid:
+            kind = "same id"
+        elif pid == 0:
+            kind = "distractor"
+        elif qpid in groups and groups.get(pid) == groups[qpid]:
+            kind = "same group"
+        elif g_camids[top] == q_camids[i]:
+            kind = "other id, same camera"
+        else:
+            kind = "other id, other camera"
+        counts[kind] += 1
+    return counts
+
+
 # --------------------------------------------------------------------------- re-ranking
 
 

@@ -1305,6 +1305,15 @@ def read_synthetic_info(root: str | Path) -> dict[str, Any]:
     return info
 
 
+def pid_families(info: dict[str, Any]) -> dict[int, int]:
+    """pid -> family index, for :func:`canlib.evaluate.top1_breakdown`'s ``group_of``.
+
+    Args:
+        info: As returned by :func:`read_synthetic_info`.
+    """
+    return {int(pid): fam["family"] for fam in info["families"] for pid in fam["pids"]}
+
+
 def family_members(info: dict[str, Any], family_id: int) -> list[tuple[int, PersonAttributes]]:
     """The ``(pid, attributes)`` of each member of one family.
 

@@ -402,3 +402,25 @@ def test_re_rank_bad_inputs():
     q_g[0, 0] = np.nan
     with pytest.raises(NonFiniteError, match="NaN"):
         re_rank(q_g, q_q, g_g)
+
+
+def test_top1_breakdown_by_hand():
+    from canlib.evaluate import top1_breakdown
+
+    # Gallery: 0 pid 1 cam 0 | 1 pid 2 cam 1 | 2 pid 0 (distractor) cam 1 | 3 pid -1 junk | 4 pid 3 cam 0
+    g_pids, g_cams = [1, 2, 0, -1, 3], [0, 1, 1, 0, 0]
+    groups = {1: 7, 2: 7, 3: 8}
+    distmat = np.array(
+        [
+            [0.1, 0.2, 0.3, 0.0, 0.9],  # q pid 1 cam 1: junk (0.0) removed -> item 0, same id
+            [0.5, 0.1, 0.3, 0.0, 0.9],  # q pid 1 cam 1: item 1 (pid 2, group 7) -> same group
+            [0.5, 0.1, 0.3, 0.0, 0.9],  # q pid 2 cam 1: item 1 same pid same cam removed -> item 2
+            [0.5, 0.4, 0.3, 0.0, 0.2],  # q pid 2 cam 1: item 4 (pid 3, group 8, cam 0) -> other cam
+            [0.2, 0.9, 0.9, 0.0, 0.2],  # q pid 5 cam 0: tie 0/4 -> item 0 (pid 1, cam 0) same camera
+        ]
+    )
+    counts = top1_breakdown(distmat, [1, 1, 2, 2, 5], g_pids, [1, 1, 1, 1, 0], g_cams, groups)
+    assert counts == {
+        "same id": 1, "same group": 1, "distractor": 1,
+        "other id, same camera": 1, "other id, other camera": 1,
+    }

@@ -329,3 +329,10 @@ def test_market1501_parser_reads_the_output(smoke_root: Path):
     # The "synthetic" loader reuses the dataset already there (same size and seed).
     same = datasets.build_dataset("synthetic", smoke_root, size="smoke")
     assert [r.pid for r in same.query] == [r.pid for r in data.query]
+
+
+def test_pid_families_inverts_the_family_lists():
+    from canlib.synthetic import pid_families
+
+    info = {"families": [{"family": 0, "pids": [1, 2]}, {"family": 1, "pids": [3, 4, 5]}]}
+    assert pid_families(info) == {1: 0, 2: 0, 3: 1, 4: 1, 5: 1}
