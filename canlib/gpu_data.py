@@ -35,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from canlib.errors import ConfigError, DatasetError, DatasetNotFoundError
-from canlib.transforms import TransformConfig, decode_image, normalize, resize, to_float
+from canlib.transforms import TransformConfig, decode_image, resize, to_float
 
 logger = logging.getLogger(__name__)
 
@@ -122,9 +122,7 @@ class ImageCache:
                     f"{tuple(value.shape)}."
                 )
         if self.images.shape[0] != n:
-            raise DatasetError(
-                f"ImageCache holds {self.images.shape[0]} images but {n} paths."
-            )
+            raise DatasetError(f"ImageCache holds {self.images.shape[0]} images but {n} paths.")
 
     @classmethod
     def build(
@@ -470,7 +468,9 @@ def draw_erasing_boxes(
     """
     device = generator.device
     wanted = torch.rand(batch, generator=generator, device=device) < p
-    draws = torch.rand((2, batch, max_attempts), generator=generator, device=device, dtype=torch.float64)
+    draws = torch.rand(
+        (2, batch, max_attempts), generator=generator, device=device, dtype=torch.float64
+    )
     image_area = height * width
     area = (scale[0] + (scale[1] - scale[0]) * draws[0]) * image_area
     aspect = ratio[0] + (ratio[1] - ratio[0]) * draws[1]
@@ -478,8 +478,12 @@ def draw_erasing_boxes(
     box_w = torch.sqrt(area / aspect).round()
     fraction = box_h * box_w / image_area
     valid = (
-        (box_h > 0) & (box_h < height) & (box_w > 0) & (box_w < width)
-        & (fraction >= scale[0]) & (fraction <= scale[1])
+        (box_h > 0)
+        & (box_h < height)
+        & (box_w > 0)
+        & (box_w < width)
+        & (fraction >= scale[0])
+        & (fraction <= scale[1])
     )
     # argmax returns the first maximal index: the first valid attempt.
     first = valid.to(torch.uint8).argmax(dim=1, keepdim=True)
@@ -511,9 +515,10 @@ def flip_pad_crop(
     """Per-sample flip, then zero-pad ``pad`` and crop back at ``(top, left)``, in one gather.
 
     Equal, sample by sample, to ``pad_crop(hflip(x) if flip else x, pad, top, left)`` of
-    :mod:`canlib.transforms`. The batch is zero-padded once; output pixel ``(i, j)`` reads
-    padded row ``top + i`` and padded column ``left + j``, or ``W + 2 * pad - 1 - left - j``
-    when flipped (mirroring the padded image mirrors the image and swaps the pads).
+    :mod:`canlib.transforms`. Output pixel ``(i, j)`` reads source row ``top - pad + i`` and
+    source column ``c = left - pad + j`` (``W - 1 - c`` when flipped: the flipped image's
+    column ``c`` is the image's ``W - 1 - c``), or is 0 where that falls in the padding. No
+    padded copy is made: the gather reads clamped positions and the padding is zeroed after.
 
     Args:
         images: ``(B, C, H, W)`` tensor.
@@ -523,18 +528,44 @@ def flip_pad_crop(
         pad: Padding on each side (>= 0).
 
     Returns:
-        ``(B, C, H, W)`` tensor, stored channels-last (the gather's natural layout).
+        A new contiguous ``(B, C, H, W)`` tensor.
     """
-    batch, _, height, width = images.shape
+    batch, channels, height, width = images.shape
     device = images.device
-    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad)) if pad else images
-    rows = top.view(batch, 1) + torch.arange(height, device=device)
-    cols = left.view(batch, 1) + torch.arange(width, device=device)
-    cols = torch.where(flip.view(batch, 1), width + 2 * pad - 1 - cols, cols)
-    samples = torch.arange(batch, device=device).view(batch, 1, 1)
-    # Advanced indices around a slice put the indexed axes first: (B, H, W, C).
-    gathered = padded[samples, :, rows.view(batch, height, 1), cols.view(batch, 1, width)]
-    return gathered.permute(0, 3, 1, 2)
+    rows = top.view(batch, 1) - pad + torch.arange(height, device=device)
+    cols = left.view(batch, 1) - pad + torch.arange(width, device=device)
+    cols = torch.where(flip.view(batch, 1), width - 1 - cols, cols)
+    inside = ((rows >= 0) & (rows < height)).view(batch, 1, height, 1) & (
+        (cols >= 0) & (cols < width)
+    ).view(batch, 1, 1, width)
+    # One flat index per output pixel into its sample's (H * W) plane, shared by channels.
+    row_start = rows.clamp(0, height - 1).view(batch, height, 1) * width
+    flat = row_start + cols.clamp(0, width - 1).view(batch, 1, width)
+    index = flat.view(batch, 1, height * width).expand(batch, channels, height * width)
+    out = images.reshape(batch, channels, height * width).gather(2, index)
+    return out.view(batch, channels, height, width).masked_fill_(~inside, 0)
+
+
+def box_mask(erase: torch.Tensor, boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Where each sample's box ``(top, left, box_height, box_width)`` lies, if ``erase``.
+
+    Args:
+        erase: ``bool`` ``(B,)``.
+        boxes: ``int64`` ``(B, 4)``, rows ``(top, left, box_height, box_width)``.
+        height: Image height H.
+        width: Image width W.
+
+    Returns:
+        ``bool`` ``(B, 1, H, W)``, broadcastable over channels.
+    """
+    batch = erase.shape[0]
+    device = erase.device
+    top, left, box_h, box_w = (boxes[:, i].view(batch, 1) for i in range(4))
+    rows = torch.arange(height, device=device).view(1, height)
+    cols = torch.arange(width, device=device).view(1, width)
+    in_rows = (rows >= top) & (rows < top + box_h)
+    in_cols = (cols >= left) & (cols < left + box_w)
+    return (in_rows.unsqueeze(2) & in_cols.unsqueeze(1) & erase.view(batch, 1, 1)).unsqueeze(1)
 
 
 def erase_boxes(
@@ -553,15 +584,7 @@ def erase_boxes(
     Returns:
         A new ``(B, C, H, W)`` tensor.
     """
-    batch, _, height, width = images.shape
-    device = images.device
-    top, left, box_h, box_w = (boxes[:, i].view(batch, 1) for i in range(4))
-    rows = torch.arange(height, device=device).view(1, height)
-    cols = torch.arange(width, device=device).view(1, width)
-    in_rows = (rows >= top) & (rows < top + box_h)
-    in_cols = (cols >= left) & (cols < left + box_w)
-    mask = in_rows.unsqueeze(2) & in_cols.unsqueeze(1) & erase.view(batch, 1, 1)
-    return images.masked_fill(mask.unsqueeze(1), value)
+    return images.masked_fill(box_mask(erase, boxes, *images.shape[-2:]), value)
 
 
 class BatchedTrainAugment:
@@ -572,7 +595,7 @@ class BatchedTrainAugment:
     ``cfg.pad`` and crop at offsets uniform on ``[0, 2 * pad]`` -> normalise -> random erasing
     (``cfg.erasing_*``; value 0 after normalisation). No Python loop runs over samples: the
     draws are ``(B,)`` tensors (:meth:`draw`), the flip and crop one gather, the erasing one
-    mask (:meth:`apply`). Everything runs on the device of the input and the generator.
+    mask (:meth:`apply`); normalising and erasing work in place on the gathered batch. Everything runs on the device of the input and the generator.
 
     Args:
         cfg: Sizes, probabilities and normalisation statistics.
@@ -595,8 +618,13 @@ class BatchedTrainAugment:
         flip = draw_flips(batch, cfg.flip_p, generator)
         top, left = draw_crop_offsets(batch, cfg.pad, generator)
         erase, boxes = draw_erasing_boxes(
-            batch, cfg.height, cfg.width, generator,
-            p=cfg.erasing_p, scale=cfg.erasing_scale, ratio=cfg.erasing_ratio,
+            batch,
+            cfg.height,
+            cfg.width,
+            generator,
+            p=cfg.erasing_p,
+            scale=cfg.erasing_scale,
+            ratio=cfg.erasing_ratio,
         )
         return AugmentParams(flip, top, left, erase, boxes)
 
@@ -611,10 +639,20 @@ class BatchedTrainAugment:
             Float32 ``(B, 3, cfg.height, cfg.width)``, normalised.
         """
         cfg = self.cfg
-        out = resize(to_float(images), cfg.height, cfg.width)
-        out = flip_pad_crop(out, params.flip, params.top, params.left, cfg.pad)
-        out = normalize(out, cfg.mean, cfg.std)
-        out = erase_boxes(out, params.erase, params.boxes)
+        if images.shape[-2:] == (cfg.height, cfg.width):
+            # No resize: move the (4x smaller) uint8 pixels, then convert; to_float is
+            # elementwise and maps the zero padding to 0.0, so the result is the same.
+            out = to_float(flip_pad_crop(images, params.flip, params.top, params.left, cfg.pad))
+        else:
+            out = resize(to_float(images), cfg.height, cfg.width)
+            out = flip_pad_crop(out, params.flip, params.top, params.left, cfg.pad)
+        # Both branches end in a new tensor, so the rest works in place: on CPU, fresh
+        # batch-sized buffers (page faults, cache misses) cost more than the arithmetic.
+        mean = torch.tensor(cfg.mean, dtype=out.dtype, device=out.device).view(3, 1, 1)
+        std = torch.tensor(cfg.std, dtype=out.dtype, device=out.device).view(3, 1, 1)
+        # (x - mean) / std, the same arithmetic as canlib.transforms.normalize.
+        out.sub_(mean).div_(std)
+        out.masked_fill_(box_mask(params.erase, params.boxes, cfg.height, cfg.width), 0.0)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         return out.contiguous(memory_format=memory_format)
 
@@ -686,6 +724,7 @@ def gpu_batches(
         )
     for batch in sampler:
         index = torch.as_tensor(batch, dtype=torch.int64).to(device, non_blocking=True)
-        yield augment(cache.images.index_select(0, index), generator), cache.pids.index_select(
-            0, index
+        yield (
+            augment(cache.images.index_select(0, index), generator),
+            cache.pids.index_select(0, index),
         )

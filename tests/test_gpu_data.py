@@ -69,9 +69,10 @@ def test_shapes_dtypes_and_no_randomness_equal_the_test_transform(source):
         assert torch.equal(out[i], test_transform(images[i]))
 
 
-def test_flip_always_equals_the_cpu_pipeline_flipping():
+@pytest.mark.parametrize("source", [(16, 8), (20, 10)])
+def test_flip_always_equals_the_cpu_pipeline_flipping(source):
     cfg = TransformConfig(**SMALL, flip_p=1.0, pad=0, erasing_p=0.0)
-    images = _images(5, 20, 10)
+    images = _images(5, *source)
     out = BatchedTrainAugment(cfg)(images, _gen(0))
     cpu = TrainTransform(cfg, _gen(1))
     for i in range(5):
@@ -82,7 +83,9 @@ def test_flip_always_equals_the_cpu_pipeline_flipping():
 
 def test_flip_pad_crop_with_fixed_offsets_equals_pad_crop_per_sample():
     pad = 2
-    combos = [(f, t, l) for f in (False, True) for t in range(2 * pad + 1) for l in range(2 * pad + 1)]
+    combos = [
+        (f, t, l) for f in (False, True) for t in range(2 * pad + 1) for l in range(2 * pad + 1)
+    ]
     images = to_float(_images(len(combos), 7, 5))
     flip = torch.tensor([c[0] for c in combos])
     top = torch.tensor([c[1] for c in combos])
@@ -102,8 +105,9 @@ def test_flip_pad_crop_by_hand():
     #   0 0 0 0 0   -> rows 0-1, columns 2-4: [[0, 0, 0], [2, 3, 0]].
     # Flipped first ([[3, 2, 1], [6, 5, 4]]), the same crop gives [[0, 0, 0], [2, 1, 0]].
     image = torch.tensor([[[1.0, 2, 3], [4, 5, 6]]]).expand(2, 1, 2, 3)
-    out = flip_pad_crop(image, torch.tensor([False, True]), torch.tensor([0, 0]),
-                        torch.tensor([2, 2]), pad=1)
+    out = flip_pad_crop(
+        image, torch.tensor([False, True]), torch.tensor([0, 0]), torch.tensor([2, 2]), pad=1
+    )
     assert out[0, 0].tolist() == [[0, 0, 0], [2, 3, 0]]
     assert out[1, 0].tolist() == [[0, 0, 0], [2, 1, 0]]
 
@@ -119,7 +123,8 @@ def test_erase_boxes_equals_erase_per_sample():
     assert torch.equal(images[2], out[2])
 
 
-def test_full_pipeline_outputs_are_cpu_candidates_with_a_zero_box():
+@pytest.mark.parametrize("source", [(10, 6), (16, 8)])
+def test_full_pipeline_outputs_are_cpu_candidates_with_a_zero_box(source):
     """Every sample must be the CPU pipeline's output for some flip and crop, erased in a box.
 
     The candidates are all 2 x 5 x 5 (flip, top, left) choices built with the per-sample CPU
@@ -127,7 +132,7 @@ def test_full_pipeline_outputs_are_cpu_candidates_with_a_zero_box():
     (0 would need v / 255 == mean exactly), so the all-zero pixels are the erased box.
     """
     cfg = TransformConfig(**SMALL, flip_p=0.5, pad=2, erasing_p=0.5)
-    images = _images(48, 10, 6)
+    images = _images(48, *source)
     out = BatchedTrainAugment(cfg)(images, _gen(3))
     num_erased = 0
     for i in range(len(images)):
@@ -149,6 +154,17 @@ def test_full_pipeline_outputs_are_cpu_candidates_with_a_zero_box():
                     matches += bool(torch.equal(out[i][:, ~zero], cand[:, ~zero]))
         assert matches >= 1, f"sample {i} is no flip/crop of its image"
     assert 10 <= num_erased <= 38  # about half of 48
+
+
+@pytest.mark.parametrize("source", [(16, 8), (20, 10)])
+def test_float_input_gives_the_same_batch_as_uint8(source):
+    cfg = TransformConfig(**SMALL, pad=2)
+    images = _images(8, *source)
+    from_uint8 = BatchedTrainAugment(cfg)(images, _gen(7))
+    as_float = images.float() / 255
+    from_float = BatchedTrainAugment(cfg)(as_float, _gen(7))
+    assert torch.equal(from_uint8, from_float)
+    assert torch.equal(as_float, images.float() / 255)  # the input is not modified in place
 
 
 def test_channels_last_output_has_the_same_values():
@@ -191,8 +207,14 @@ def _cpu_draws(cfg: TransformConfig, seed: int):
     flips = np.array([flip_param(cfg.flip_p, generator) for _ in range(N)])
     offsets = np.array([pad_crop_params(cfg.pad, generator) for _ in range(N)])
     boxes = [
-        random_erasing_params(cfg.height, cfg.width, generator, p=cfg.erasing_p,
-                              scale=cfg.erasing_scale, ratio=cfg.erasing_ratio)
+        random_erasing_params(
+            cfg.height,
+            cfg.width,
+            generator,
+            p=cfg.erasing_p,
+            scale=cfg.erasing_scale,
+            ratio=cfg.erasing_ratio,
+        )
         for _ in range(N)
     ]
     erased = np.array([b is not None for b in boxes])
@@ -211,8 +233,15 @@ def _batched_draws(cfg: TransformConfig, seed: int):
 # about 19 % of erasing samples exhaust their 100 attempts and erase nothing.
 GEOMETRIES = {
     "default_384x128": TransformConfig(),
-    "hard_8x8": TransformConfig(height=8, width=8, pad=3, flip_p=0.3, erasing_p=0.8,
-                                erasing_scale=(0.3, 0.4), erasing_ratio=(2.8, 3.3)),
+    "hard_8x8": TransformConfig(
+        height=8,
+        width=8,
+        pad=3,
+        flip_p=0.3,
+        erasing_p=0.8,
+        erasing_scale=(0.3, 0.4),
+        erasing_ratio=(2.8, 3.3),
+    ),
 }
 
 
