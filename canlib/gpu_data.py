@@ -35,11 +35,10 @@ import torch
 from tqdm.auto import tqdm
 
 from canlib.errors import ConfigError, DatasetError, DatasetNotFoundError
+from canlib.loader import Record
 from canlib.transforms import TransformConfig, decode_image, resize, to_float
 
 logger = logging.getLogger(__name__)
-
-Record = tuple[str | Path, int, int]
 
 _CACHE_FORMAT = "canlib.ImageCache"
 _CACHE_VERSION = 1
