@@ -606,7 +606,8 @@ def evaluate_model(
     """Extract query and gallery features and score them under the dataset's protocol.
 
     Returns metrics in percent: ``rank1``, ``rank3``, ``rank5``, ``rank10``, ``mAP``,
-    ``mINP`` and ``num_valid`` (plus ``cmc``/``distmat`` arrays when ``return_raw``).
+    ``mINP`` and ``num_valid``; with ``return_raw`` also ``cmc``, ``distmat`` and the
+    query/gallery ``q_pids``, ``g_pids``, ``q_camids``, ``g_camids``.
     """
     from canlib.evaluate import evaluate_rank, pairwise_distance, re_rank, summarize
 
@@ -623,8 +624,10 @@ def evaluate_model(
     result = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=cfg.eval.max_rank)
     metrics = {**summarize(result), "num_valid": int(result["num_valid"])}
     if return_raw:
-        metrics["cmc"] = np.asarray(result["cmc"])
-        metrics["distmat"] = distmat
+        metrics.update(
+            cmc=np.asarray(result["cmc"]), distmat=distmat, q_pids=q_pids, g_pids=g_pids,
+            q_camids=q_camids, g_camids=g_camids,
+        )
     return metrics
 
 

@@ -20,6 +20,8 @@ from canlib.errors import ConfigError
 from canlib.experiments import TABLES, experiment, profile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The rows that are the paper's full CAN: a user's ``checkpoint`` is scored in their place.
+CAN_ROWS = {("table4", "global & local to L_c"), ("figure4", "CAN"), ("sota", "CAN")}
 
 
 @dataclass
@@ -32,6 +34,7 @@ class NotebookRun:
     figures_dir: Path
     runs_dir: Path
     force: bool = False
+    checkpoint: Path | None = None
     measured: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def base_config(self) -> ExperimentConfig:
@@ -44,11 +47,14 @@ class NotebookRun:
 
     def run(self, table: str, row: str, progress: bool = False) -> dict[str, Any]:
         """Train (or reuse) one table row and return its metrics in percent."""
-        from canlib.results import run_experiment
+        from canlib.results import run_experiment, score_checkpoint
 
-        metrics = run_experiment(
-            self.config(table, row), self.runs_dir, force=self.force, progress=progress
-        )
+        if self.checkpoint is not None and (table, row) in CAN_ROWS:
+            metrics = score_checkpoint(self.checkpoint, self.base_config())
+        else:
+            metrics = run_experiment(
+                self.config(table, row), self.runs_dir, force=self.force, progress=progress
+            )
         self.measured.setdefault(table, {})[row] = metrics
         return metrics
 
@@ -76,12 +82,16 @@ def start(
     results_dir: str | None = None,
     figures_dir: str | None = None,
     runs_dir: str | None = None,
+    checkpoint: str | None = None,
 ) -> NotebookRun:
     """Validate a notebook's parameters and set up its output folders.
 
     Output folders default to ``results/<profile>``, ``figures/<profile>`` and
     ``results/<profile>/runs`` under ``$CANLIB_OUTPUT_ROOT`` (the repository when unset;
     the test suite points it at a temporary folder so nbval never touches ``results/``).
+
+    A ``checkpoint`` (a CAN checkpoint trained elsewhere, e.g. on a GPU) is evaluated on this
+    notebook's dataset in place of training the CAN rows.
 
     Raises:
         ConfigError: any bad parameter, named, before work starts.
@@ -92,6 +102,8 @@ def start(
         raise ConfigError(f"parameter epochs must be None or a positive integer (got {epochs!r})")
     if not isinstance(force, bool):
         raise ConfigError(f"parameter force must be True or False (got {force!r})")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise ConfigError(f"parameter checkpoint: no file at {checkpoint}")
     items = [f"{k}={v}" for k, v in parse_overrides(overrides).items()]
     if dataset:
         items.append(f"data.dataset={dataset}")
@@ -114,6 +126,7 @@ def start(
         figures_dir=Path(figures_dir) if figures_dir else root / "figures" / profile,
         runs_dir=Path(runs_dir) if runs_dir else results / "runs",
         force=force,
+        checkpoint=Path(checkpoint) if checkpoint else None,
     )
     for path in (run.results_dir, run.figures_dir, run.runs_dir):
         path.mkdir(parents=True, exist_ok=True)

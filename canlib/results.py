@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +61,41 @@ def run_experiment(
         backup = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         run_dir.rename(backup)
         log.info("force: moved the previous run to %s", backup)
-    if summary_path.exists():
-        return {**json.loads(summary_path.read_text()), "run_dir": str(run_dir), "reused": True}
-    resume = bool(checkpoint.list_checkpoints(run_dir))
-    if not resume and run_dir.exists():
-        # A run killed before its first checkpoint: nothing to keep but its partial log.
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    result = train(cfg, run_dir, resume=resume, progress=progress)
-    return {**result.metrics, "run_dir": str(run_dir), "reused": False}
+    reused = summary_path.exists()
+    if reused:
+        metrics = json.loads(summary_path.read_text())
+    else:
+        resume = bool(checkpoint.list_checkpoints(run_dir))
+        if not resume and run_dir.exists():
+            # A run killed before its first checkpoint: nothing to keep but its partial log.
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        metrics = train(cfg, run_dir, resume=resume, progress=progress).metrics
+    return {
+        **metrics,
+        "run_dir": str(run_dir),
+        "checkpoint": str(final_checkpoint(run_dir)),
+        "reused": reused,
+    }
+
+
+def score_checkpoint(path: str | Path, cfg: ExperimentConfig) -> dict[str, Any]:
+    """Metrics of a checkpoint trained elsewhere, on the dataset named by ``cfg``.
+
+    The model (architecture, input size) comes from the checkpoint's own config; only the
+    dataset and the evaluation settings come from ``cfg``.
+    """
+    from canlib.engine import build_data, evaluate_model, load_trained_model, resolve_device
+
+    device = resolve_device(cfg.train.device)
+    model, trained = load_trained_model(path, device=device)
+    d = cfg.data
+    eval_cfg = trained.with_overrides(
+        {"data.dataset": d.dataset, "data.data_root": d.data_root,
+         "data.synthetic_size": d.synthetic_size, "data.cuhk03_subset": d.cuhk03_subset}
+    )
+    eval_cfg = replace(eval_cfg, eval=cfg.eval)
+    metrics = evaluate_model(model, build_data(eval_cfg), eval_cfg, device=device)
+    return {**metrics, "run_dir": str(Path(path).parent), "checkpoint": str(path), "reused": True}
 
 
 def final_checkpoint(run_dir: str | Path) -> Path:
