@@ -821,3 +821,25 @@ def test_re_rank_refuses_infinite_distances():
     q_g[0, 1] = np.inf
     with pytest.raises(NonFiniteError):
         re_rank(q_g, q_q, g_g, k1=2, k2=1)
+
+
+# --------------------------------------------------------------------------------------
+# The memory benchmark keeps working (its figures are recorded in docs/RELIABILITY.md)
+# --------------------------------------------------------------------------------------
+
+
+def test_memory_benchmark_runs_at_a_tiny_size():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "memory_bound.py"
+    spec = importlib.util.spec_from_file_location("memory_bound", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # scale 0.02: 67 queries x 395 gallery images (76 junk, 56 distractors), 15 ids.
+    q_pids, _, g_pids, _ = bench.market_like_ids(0.02, np.random.default_rng(0))
+    assert (len(q_pids), len(g_pids)) == (67, 395)
+    assert (g_pids == -1).sum() == 76 and (g_pids == 0).sum() == 56
+    assert set(q_pids) == set(range(1, 16)) <= set(g_pids)
+    for case in bench.CASES:
+        row = bench.run_case(case, 0.02, 32, threads=1)
+        assert row["peak MiB"] >= row["baseline MiB"] > 0 and row["size"] == "67 x 395 x 32"
