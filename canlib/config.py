@@ -56,6 +56,13 @@ class DataConfig:
     pad: int = ours("pad 10 then random crop, BoT", 10)
     erasing_p: float = ours("random erasing p=0.5, BoT", 0.5)
     num_workers: int = ours("2 decoding workers suit a 2-core machine; raise on a GPU box", 2)
+    pipeline: str = ours(
+        "'auto': the device-resident decoded cache + batched augmentation on CUDA, the CPU "
+        "DataLoader elsewhere; 'cpu' or 'gpu' to force one",
+        "auto",
+    )
+    cache_height: int = ours("decoded-image cache size: Market-1501's 128x64 crops", 128)
+    cache_width: int = ours("decoded-image cache size: Market-1501's 128x64 crops", 64)
 
 
 @dataclass(frozen=True)
@@ -327,6 +334,8 @@ def _validate(cfg: ExperimentConfig) -> None:
     )
     _choice("data.cuhk03_subset", d.cuhk03_subset, ("labeled", "detected", "both"))
     _choice("data.epoch", d.epoch, ("identities", "images"))
+    _choice("data.pipeline", d.pipeline, ("auto", "cpu", "gpu"))
+    _check(d.cache_height >= 8 and d.cache_width >= 4, "data.cache_height/cache_width too small")
     for key in ("height", "width", "p", "k"):
         _check(getattr(d, key) >= 1, f"data.{key} must be >= 1 (got {getattr(d, key)})")
     _check(d.height % 16 == 0 and d.width % 8 == 0,

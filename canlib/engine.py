@@ -16,13 +16,14 @@ gradients by an explicit all-reduce), and rank 0 alone logs and writes checkpoin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import random
 import resource
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,6 +203,7 @@ def train(
         rank=run.rank, world_size=run.world_size,
     )
     steps_per_epoch = min(len(sampler), t.steps_per_epoch or len(sampler))
+    pipeline = build_pipeline(cfg, data.train, run.device, rank=run.rank, progress=progress)
     parts = build_training(cfg, num_classes, run.device)
     model, criterion = parts.model, parts.criterion
     optimizer, center_optimizer = parts.optimizer, parts.center_optimizer
@@ -227,8 +229,7 @@ def train(
     for epoch in range(start_epoch, t.epochs):
         for group in optimizer.param_groups:
             group["lr"] = t.lr * lr_factor(epoch, cfg)
-        sampler.set_epoch(epoch)
-        batches = _epoch_batches(cfg, data.train, sampler, epoch, run.device)
+        batches = pipeline(sampler, epoch)
         parts.forward.train()
         sums: dict[str, torch.Tensor] = {}
         epoch_start = time.monotonic()
@@ -366,10 +367,57 @@ def train_step(
     return losses
 
 
-def _epoch_batches(cfg: ExperimentConfig, records, sampler, epoch: int, device: torch.device):
-    """``(images, pids)`` batches of one epoch from the CPU DataLoader."""
-    for batch in _epoch_loader(cfg, records, sampler, epoch, device):
-        yield batch[0], batch[1]
+def resolve_pipeline(cfg: ExperimentConfig, device: torch.device) -> str:
+    """``data.pipeline`` with ``auto`` resolved: the device-resident one on CUDA."""
+    if cfg.data.pipeline != "auto":
+        return cfg.data.pipeline
+    return "gpu" if device.type == "cuda" else "cpu"
+
+
+def build_pipeline(
+    cfg: ExperimentConfig, records, device: torch.device, *, rank: int = 0, progress: bool = True
+) -> Callable[[Any, int], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
+    """A function ``(sampler, epoch) -> (images, pids) batches`` for the chosen data path.
+
+    ``cpu``: a torch DataLoader decodes and augments each image in worker processes.
+    ``gpu``: the training set is decoded once into a uint8 tensor cache (saved under
+    ``$CANLIB_CACHE/image-cache`` and reused), moved to ``device``, and each batch is gathered
+    and augmented there with the same distribution of augmentations; no CPU worker sits in the
+    loop. Either way an epoch's draws depend only on (seed, epoch, rank).
+    """
+    if resolve_pipeline(cfg, device) == "cpu":
+
+        def cpu_batches(sampler, epoch: int):
+            sampler.set_epoch(epoch)
+            for batch in _epoch_loader(cfg, records, sampler, epoch, device):
+                yield batch[0], batch[1]
+
+        return cpu_batches
+
+    from canlib.gpu_data import BatchedTrainAugment, ImageCache, gpu_batches
+
+    d = cfg.data
+    cache = ImageCache.load_or_build(
+        _image_cache_path(records, d.cache_height, d.cache_width), records,
+        d.cache_height, d.cache_width, progress=progress,
+    ).to(device)
+    augment = BatchedTrainAugment(transform_config(cfg), channels_last=cfg.train.channels_last)
+
+    def device_batches(sampler, epoch: int):
+        sampler.set_epoch(epoch)
+        generator = torch.Generator(device).manual_seed(epoch_seed(cfg.train.seed, epoch) + rank)
+        yield from gpu_batches(cache, sampler, augment, device, generator)
+
+    return device_batches
+
+
+def _image_cache_path(records, height: int, width: int) -> Path:
+    """Where the decoded-image cache of ``records`` lives (keyed by paths, labels and size)."""
+    key = hashlib.sha256(
+        json.dumps([[str(r[0]), int(r[1]), int(r[2])] for r in records] + [height, width]).encode()
+    ).hexdigest()[:16]
+    root = Path(os.environ.get("CANLIB_CACHE", Path.home() / ".cache" / "canlib"))
+    return root / "image-cache" / f"{key}-{height}x{width}.pt"
 
 
 def _epoch_loader(cfg: ExperimentConfig, records, sampler, epoch: int, device: torch.device):

@@ -301,3 +301,18 @@ def test_save_atomic_leaves_the_old_file_when_writing_fails(tmp_path, monkeypatc
         checkpoint.save_atomic({"w": torch.zeros(3)}, path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temp file left
+
+
+def test_device_resident_pipeline_trains_and_resumes_exactly(market_root, tmp_path, monkeypatch):
+    # data.pipeline=gpu (decoded uint8 cache + batched augmentation) also runs on CPU tensors;
+    # its draws are a function of (seed, epoch), so a resumed run equals an uninterrupted one.
+    monkeypatch.setenv("CANLIB_CACHE", str(tmp_path / "cache"))
+    cfg = smoke_config(market_root, "data.pipeline=gpu", "train.deterministic=true")
+    whole = engine.train(cfg, tmp_path / "whole", progress=False)
+    engine.train(cfg, tmp_path / "cut", stop_after_steps=3, progress=False)
+    resumed = engine.train(cfg, tmp_path / "cut", resume=True, progress=False)
+    assert list((tmp_path / "cache" / "image-cache").glob("*-128x64.pt"))
+    a = checkpoint.load_checkpoint(checkpoint.list_checkpoints(tmp_path / "whole")[-1])["model"]
+    b = checkpoint.load_checkpoint(checkpoint.list_checkpoints(tmp_path / "cut")[-1])["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.metrics["mAP"] == whole.metrics["mAP"]
