@@ -47,6 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     evaluate.add_argument("--json", dest="json_out", help="also write the metrics to this file")
 
+    check = commands.add_parser(
+        "check-data", help="decode every image of a dataset once and report unreadable ones"
+    )
+    check.add_argument("--dataset", required=True, help="dataset name, e.g. market1501")
+    check.add_argument("--data-root", help="dataset folder (not needed for synthetic)")
+    check.add_argument("--remove-bad", action="store_true",
+                       help="list unreadable images and exit 0 instead of refusing")
+
     reproduce = commands.add_parser(
         "reproduce", help="execute the notebooks with papermill into results/ and figures/"
     )
@@ -162,6 +170,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check_data(args: argparse.Namespace) -> int:
+    from canlib.datasets import build_dataset, check_images
+
+    data = build_dataset(args.dataset, args.data_root)
+    # Without --remove-bad, check_images raises on the first split with a bad image.
+    for split in ("train", "query", "gallery"):
+        good, bad = check_images(getattr(data, split), remove_bad=args.remove_bad)
+        print(f"{split}: {len(good)} readable, {len(bad)} unreadable")
+        for path, reason in bad:
+            print(f"  {path}: {reason}")
+    return 0
+
+
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from canlib.reproduce import reproduce
 
@@ -183,6 +204,7 @@ COMMANDS = {
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
     "reproduce": _cmd_reproduce,
+    "check-data": _cmd_check_data,
 }
 
 

@@ -14,6 +14,7 @@ import logging
 import os
 import pickle
 import re
+import struct
 import tempfile
 import zipfile
 from pathlib import Path
@@ -44,6 +45,15 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        Path(tmp).unlink(missing_ok=True)
+        # torch's zip writer reports a failed write (disk full) as an opaque RuntimeError
+        # whose __context__ is the real OSError: name the file and the OS's reason.
+        cause = exc if isinstance(exc, OSError) else exc.__context__
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else _first_line(exc)
+        raise CheckpointError(
+            f"could not write checkpoint {path} ({reason}); the previous checkpoint is intact"
+        ) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -77,16 +87,22 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"checkpoint {path} holds objects other than tensors and plain data and was refused "
             f"(loading uses weights_only=True so untrusted files cannot run code): {_first_line(exc)}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, KeyError, IndexError,
+            ValueError, struct.error) as exc:
+        # Arbitrary bytes make the unpickler fail in many ways (UnicodeDecodeError is a
+        # ValueError); all of them mean "not a checkpoint", so resume can fall back.
         raise CheckpointError(
-            f"checkpoint {path} is unreadable or cut short: {_first_line(exc)}"
+            f"checkpoint {path} is unreadable or cut short: {_first_line(exc) or type(exc).__name__}"
         ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a dict")
+    return state
 
 
 def load_latest(run_dir: Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -325,13 +326,21 @@ def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     _check(value in choices, f"{key} must be one of {', '.join(choices)} (got {value!r})")
 
 
+def _finite(key: str, value: float, low: float, *, strict: bool) -> None:
+    ok = math.isfinite(value) and (value > low if strict else value >= low)
+    _check(ok, f"{key} must be a finite number {'>' if strict else '>='} {low} (got {value})")
+
+
 def _validate(cfg: ExperimentConfig) -> None:
+    from canlib.synthetic import SIZES
+
     d, m, lo, t, e = cfg.data, cfg.model, cfg.loss, cfg.train, cfg.eval
     _choice("data.dataset", d.dataset, DATASETS)
     _check(
         d.dataset == "synthetic" or bool(d.data_root),
         f"data.data_root is required for dataset {d.dataset!r}: pass --data-root DIR",
     )
+    _choice("data.synthetic_size", d.synthetic_size, tuple(SIZES))
     _choice("data.cuhk03_subset", d.cuhk03_subset, ("labeled", "detected", "both"))
     _choice("data.epoch", d.epoch, ("identities", "images"))
     _choice("data.pipeline", d.pipeline, ("auto", "cpu", "gpu"))
@@ -346,21 +355,31 @@ def _validate(cfg: ExperimentConfig) -> None:
     _choice("model.name", m.name, MODELS)
     _choice("model.backbone", m.backbone, BACKBONES)
     _choice("model.pooling", m.pooling, ("adaptive", "eq1"))
-    _check(all(p >= 1 for p in m.parts) and list(m.parts) == sorted(set(m.parts)),
-           f"model.parts must be increasing positive integers (got {m.parts})")
-    _check(m.embed_dim >= 1 and m.scale > 0, "model.embed_dim must be >= 1 and model.scale > 0")
+    _check(all(p >= 2 for p in m.parts) and list(m.parts) == sorted(set(m.parts)),
+           f"model.parts must be increasing integers >= 2 (got {m.parts})")
+    _check(m.name != "can" or bool(m.parts),
+           "model.parts is empty: CAN needs part branches; use model.name=global for none")
+    _check(m.embed_dim >= 1, f"model.embed_dim must be >= 1 (got {m.embed_dim})")
+    _finite("model.scale", m.scale, 0, strict=True)
     _check(not (m.pretrained and m.backbone.endswith(("half", "quarter"))),
            f"model.pretrained needs a standard-width backbone (got {m.backbone!r})")
     _choice("loss.mode", lo.mode, LOSS_MODES)
-    _check(lo.margin >= 0, f"loss.margin must be >= 0 (got {lo.margin})")
-    _check(lo.center_weight >= 0 and lo.center_lr > 0, "loss.center_weight >= 0, center_lr > 0")
+    _finite("loss.margin", lo.margin, 0, strict=False)
+    _finite("loss.center_weight", lo.center_weight, 0, strict=False)
+    _finite("loss.center_lr", lo.center_lr, 0, strict=True)
     _check(0.0 <= lo.label_smoothing < 1.0, "loss.label_smoothing must be in [0, 1)")
     _check(t.epochs >= 1, f"train.epochs must be >= 1 (got {t.epochs})")
-    _check(t.lr > 0 and 0 < t.gamma <= 1, "train.lr must be > 0 and train.gamma in (0, 1]")
-    _check(list(t.milestones) == sorted(t.milestones), "train.milestones must be increasing")
-    _check(t.weight_decay >= 0 and t.warmup_epochs >= 0, "weight_decay, warmup_epochs >= 0")
-    _check(t.steps_per_epoch is None or t.steps_per_epoch >= 1, "train.steps_per_epoch >= 1")
-    _check(t.eval_every >= 1 and t.checkpoint_every >= 1, "eval_every, checkpoint_every >= 1")
+    _finite("train.lr", t.lr, 0, strict=True)
+    _check(0 < t.gamma <= 1, f"train.gamma must be in (0, 1] (got {t.gamma})")
+    _check(list(t.milestones) == sorted(t.milestones),
+           f"train.milestones must be increasing (got {t.milestones})")
+    _finite("train.weight_decay", t.weight_decay, 0, strict=False)
+    _check(t.warmup_epochs >= 0, f"train.warmup_epochs must be >= 0 (got {t.warmup_epochs})")
+    _check(t.steps_per_epoch is None or t.steps_per_epoch >= 1,
+           f"train.steps_per_epoch must be None or >= 1 (got {t.steps_per_epoch})")
+    _check(t.eval_every >= 1, f"train.eval_every must be >= 1 (got {t.eval_every})")
+    _check(t.checkpoint_every >= 1,
+           f"train.checkpoint_every must be >= 1 (got {t.checkpoint_every})")
     _check(t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
            f"train.device must be auto, cpu, cuda or cuda:N (got {t.device!r})")
     _check(t.grad_clip is None or t.grad_clip > 0, "train.grad_clip must be None or > 0")

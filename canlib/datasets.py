@@ -469,7 +469,7 @@ def extract_cuhk03_images(mat_path: Path, subset: str, out_dir: Path) -> int:
         DatasetError: The file is not HDF5, lacks the subset, or holds a malformed image.
     """
     import h5py
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = 0
@@ -888,7 +888,7 @@ def check_images(
             gives the count and the first few paths with their reasons.
     """
     # Imported here so that parsing a dataset never needs torch or PIL.
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from canlib.transforms import decode_image
 

@@ -637,8 +637,12 @@ def extract_features(
         camids.append(np.asarray(batch[2]))
     model.train(was_training)
     features = torch.cat(feats)
-    if not torch.isfinite(features).all():
-        raise NonFiniteError("extracted features contain NaN or Inf values")
+    bad = (~torch.isfinite(features).all(dim=1)).nonzero().flatten().tolist()
+    if bad:
+        raise NonFiniteError(
+            f"the model produced NaN or infinite features for {len(bad)} image(s), first "
+            f"{records[bad[0]][0]} (record {bad[0]}); the weights may have diverged"
+        )
     return features, np.concatenate(pids), np.concatenate(camids)
 
 

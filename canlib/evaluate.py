@@ -169,6 +169,12 @@ def pairwise_distance(
         else:
             sq = (qc * qc).sum(dim=1, keepdim=True) + g_sq[None, :] - 2.0 * (qc @ g.T)
             out[s : s + step] = sq.clamp_(min=0.0).sqrt_()
+        # Finite features can still overflow (squared norms of ~1e20 in float32).
+        if not torch.isfinite(out[s : s + step].sum()):
+            raise NonFiniteError(
+                f"distances of queries {s}..{min(s + step, nq) - 1} overflowed to inf or NaN; "
+                "features this large need float64 or normalising first."
+            )
     return out
 
 
@@ -740,7 +746,11 @@ def _initial_ranks(
     for s in range(0, n, step):
         e = min(n, s + step)
         rows = _squared_columns(q_g, q_q, g_g, s, e, dev)
-        _check_no_nan(rows, "re_rank distances")
+        # Unlike ranking, re-ranking divides by column maxima: an inf would turn into NaN.
+        if not torch.isfinite(rows.sum()):
+            raise NonFiniteError(
+                "re_rank distances contain NaN or infinite values; expected finite distances."
+            )
         m = rows.max(dim=1).values
         colmax[s:e] = m.double().cpu().numpy()
         rows = rows / torch.where(m > 0, m, torch.ones_like(m))[:, None]

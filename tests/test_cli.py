@@ -292,3 +292,19 @@ def test_evaluate_prints_the_runs_final_metrics_as_json(trained_run, tmp_path):
     final_eval = [r for r in engine.read_log(trained_run) if r["kind"] == "eval"][-1]
     for key in ("rank1", "mAP", "mINP", "num_valid"):
         assert printed[key] == pytest.approx(final_eval[key], abs=1e-6), key
+
+
+def test_check_data_refuses_a_truncated_image_by_name_or_lists_it(tmp_path):
+    root = tmp_path / "market"
+    write_tiny_market(root)
+    victim = sorted((root / "bounding_box_train").glob("*.jpg"))[0]
+    victim.write_bytes(victim.read_bytes()[:200])  # cut the JPEG short
+    args = [sys.executable, "-m", "canlib", "check-data", "--dataset", "market1501",
+            "--data-root", str(root)]
+    refused = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert victim.name in refused.stderr.strip().splitlines()[-1]
+    listed = subprocess.run(args + ["--remove-bad"], capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert listed.returncode == 0, listed.stderr[-1000:]
+    assert "train: 39 readable, 1 unreadable" in listed.stdout and victim.name in listed.stdout

@@ -526,12 +526,6 @@ def test_disk_full_mid_write_keeps_the_previous_checkpoint_and_no_temp_file(tmp_
     assert torch.equal(state["w"], torch.full((4096,), 1.0))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: torch's zip writer turns the ENOSPC OSError into 'RuntimeError: [enforce "
-    "fail at inline_container.cc] unexpected pos ...' (the OSError is only its __context__); "
-    "canlib/checkpoint.py::save_atomic should re-raise a CheckpointError naming the file",
-)
 def test_disk_full_is_reported_naming_the_checkpoint_and_the_full_disk(tmp_path, monkeypatch):
     checkpoint.save_checkpoint({"epoch": 1, "w": torch.full((4096,), 1.0)}, tmp_path, 1)
     error = save_on_a_full_disk(tmp_path, monkeypatch)
@@ -576,13 +570,6 @@ def test_a_file_that_is_no_checkpoint_is_refused_and_resume_uses_the_previous(tm
     assert newest.name == "checkpoint-e00001.pt" and state["epoch"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: canlib/checkpoint.py::load_checkpoint catches UnpicklingError, "
-    "RuntimeError, EOFError, BadZipFile and OSError only; these bytes make torch's weights-only "
-    "unpickler raise KeyError, struct.error, IndexError or UnicodeDecodeError, which escape as "
-    "a bare traceback and stop load_latest from falling back",
-)
 @pytest.mark.parametrize("name", sorted(GARBAGE_UNCAUGHT))
 def test_any_bytes_are_refused_as_a_checkpoint_and_resume_uses_the_previous(tmp_path, name):
     path = write_garbage_after_a_good_checkpoint(tmp_path, name, GARBAGE_UNCAUGHT[name])
@@ -682,18 +669,6 @@ NO_RANGE = {
     "eval.flip",
     "eval.rerank",
 }
-# Values that validate() accepts today although training cannot use them; each needs a rule in
-# canlib/config.py::_validate (see docs/RELIABILITY.md, "Known gaps").
-KNOWN_GAPS = {
-    ("data.synthetic_size", "huge"): "unknown size only fails when the data set is built",
-    ("model.parts", ()): "no stripes at all passes the 'increasing positive' rule",
-    ("model.scale", float("inf")): "inf is > 0",
-    ("loss.margin", float("inf")): "inf is >= 0",
-    ("loss.center_weight", float("inf")): "inf is >= 0",
-    ("loss.center_lr", float("inf")): "inf is > 0",
-    ("train.lr", float("inf")): "inf is > 0",
-    ("train.weight_decay", float("inf")): "inf is >= 0",
-}
 
 
 def test_the_out_of_range_table_covers_every_field():
@@ -703,16 +678,11 @@ def test_the_out_of_range_table_covers_every_field():
 
 
 def _range_cases() -> list[Any]:
-    cases = []
-    for key, values in OUT_OF_RANGE.items():
-        for value in values:
-            gap = next(
-                (why for (k, v), why in KNOWN_GAPS.items() if (k, repr(v)) == (key, repr(value))),
-                None,
-            )
-            marks = [pytest.mark.xfail(strict=True, reason=f"known gap: {gap}")] if gap else []
-            cases.append(pytest.param(key, value, marks=marks, id=f"{key}={value!r}"))
-    return cases
+    return [
+        pytest.param(key, value, id=f"{key}={value!r}")
+        for key, values in OUT_OF_RANGE.items()
+        for value in values
+    ]
 
 
 @pytest.mark.parametrize(("key", "value"), _range_cases())
@@ -797,11 +767,6 @@ def test_infinite_distances_rank_last_like_any_large_distance():
     np.testing.assert_array_equal(with_inf["cmc"], finite["cmc"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: pairwise_distance checks its inputs, not its output; squared norms of "
-    "1e20-sized float32 features overflow to inf and give NaN distances (canlib/evaluate.py)",
-)
 def test_pairwise_distance_refuses_distances_that_overflow():
     q = np.full((2, 4), 1e20, np.float32)
     g = np.full((3, 4), -1e20, np.float32)
@@ -810,11 +775,6 @@ def test_pairwise_distance_refuses_distances_that_overflow():
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: re_rank refuses NaN inputs but lets inf through, and returns NaN "
-    "distances (the column maximum becomes inf) (canlib/evaluate.py)",
-)
 def test_re_rank_refuses_infinite_distances():
     rng = np.random.default_rng(0)
     q_g, q_q, g_g = rng.random((2, 3)), rng.random((2, 2)), rng.random((3, 3))
