@@ -297,7 +297,7 @@ def test_evaluate_prints_the_runs_final_metrics_as_json(trained_run, tmp_path):
 def test_check_data_refuses_a_truncated_image_by_name_or_lists_it(tmp_path):
     root = tmp_path / "market"
     write_tiny_market(root)
-    victim = sorted((root / "bounding_box_train").glob("*.jpg"))[0]
+    victim = min((root / "bounding_box_train").glob("*.jpg"))
     victim.write_bytes(victim.read_bytes()[:200])  # cut the JPEG short
     args = [sys.executable, "-m", "canlib", "check-data", "--dataset", "market1501",
             "--data-root", str(root)]
