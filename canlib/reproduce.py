@@ -79,7 +79,7 @@ def reproduce(
     # Validate everything before the first (possibly hour-long) notebook starts.
     profile(profile_name, override_list + [f"train.device={device}"])
     root = root or REPO_ROOT
-    selected = _select(notebooks(root / "notebooks"), only)
+    selected = _select(notebooks(root / "notebooks"), only, root / "notebooks")
     dirs = output_dirs(profile_name, root)
     for path in dirs.values():
         path.mkdir(parents=True, exist_ok=True)
@@ -133,9 +133,9 @@ def reproduce(
     return manifest
 
 
-def _select(found: list[Path], only: list[str] | None) -> list[Path]:
+def _select(found: list[Path], only: list[str] | None, folder: Path) -> list[Path]:
     if not found:
-        raise ConfigError(f"no numbered notebooks (NN_*.ipynb) in {REPO_ROOT / 'notebooks'}")
+        raise ConfigError(f"no numbered notebooks (NN_*.ipynb) in {folder}")
     if not only:
         return found
     by_number = {p.name[:2]: p for p in found}
