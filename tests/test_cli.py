@@ -19,7 +19,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_engine import SCORE_KEYS, smoke_config, write_tiny_market
+from test_engine import (  # noqa: F401  (_restore_torch_globals: an autouse fixture)
+    SCORE_KEYS,
+    _restore_torch_globals,
+    smoke_config,
+    write_tiny_market,
+)
 
 from canlib import checkpoint, engine
 
@@ -32,16 +37,6 @@ def market_root(tmp_path_factory) -> Path:
     return write_tiny_market(tmp_path_factory.mktemp("tiny-market-cli"))
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_globals():
-    """In-process ``train`` sets deterministic mode and the thread count; undo both."""
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    threads = torch.get_num_threads()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*differs from the published release")
-        yield
-    torch.use_deterministic_algorithms(deterministic)
-    torch.set_num_threads(threads)
 
 
 def canlib_command(*args: str) -> list[str]:
