@@ -281,6 +281,9 @@ def train(
         if dist.is_initialized():
             dist.barrier()
 
+    if run.is_main and not final_metrics:
+        # Resumed after the last checkpoint but before the summary was written: score it.
+        final_metrics = evaluate_model(model, data, cfg, device=run.device)
     wall = time.monotonic() - started
     summary = {
         **final_metrics,

@@ -330,3 +330,12 @@ def test_synthetic_profile_really_learns(tmp_path):
     chance = 100 * random_feature_map(data, dim=256)
     after = engine.train(cfg, tmp_path / "run", progress=False).metrics["mAP"]
     assert after > 2 * before and after > 3 * chance, (after, before, chance)
+
+
+def test_resuming_a_run_killed_after_its_last_checkpoint_still_scores_it(market_root, tmp_path):
+    cfg = smoke_config(market_root)
+    finished = engine.train(cfg, tmp_path, progress=False)
+    (tmp_path / "summary.json").unlink()  # killed between the last checkpoint and the summary
+    again = engine.train(cfg, tmp_path, resume=True, progress=False)
+    assert again.metrics["mAP"] == finished.metrics["mAP"]
+    assert (tmp_path / "summary.json").is_file()
