@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from canlib.errors import ConfigError, DatasetError, DatasetNotFoundError
 from canlib.loader import Record
