@@ -209,9 +209,12 @@ def train(
     optimizer, center_optimizer = parts.optimizer, parts.center_optimizer
 
     start_epoch = 0
-    if resume:
+    if resume and ckpt.list_checkpoints(run_dir):
         start_epoch = _restore(run, model, optimizer, center_optimizer, criterion)
     elif run.is_main:
+        if resume:  # killed before its first checkpoint: nothing to resume, start afresh
+            log.warning("no checkpoint in %s yet: training it from the start", run_dir)
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
         _prepare_run_dir(run)
 
     if dist.is_initialized():

@@ -52,7 +52,6 @@ def run_experiment(
         The run's summary (metrics in percent, wall time, speed, memory) plus ``run_dir``
         and ``reused`` (True when nothing was trained).
     """
-    from canlib import checkpoint
     from canlib.engine import train
 
     run_dir = run_dir_for(cfg, runs_root)
@@ -65,11 +64,9 @@ def run_experiment(
     if reused:
         metrics = json.loads(summary_path.read_text())
     else:
-        resume = bool(checkpoint.list_checkpoints(run_dir))
-        if not resume and run_dir.exists():
-            # A run killed before its first checkpoint: nothing to keep but its partial log.
-            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        metrics = train(cfg, run_dir, resume=resume, progress=progress).metrics
+        # An existing folder is an interrupted run: resume it (from scratch if it died
+        # before its first checkpoint).
+        metrics = train(cfg, run_dir, resume=run_dir.exists(), progress=progress).metrics
     return {
         **metrics,
         "run_dir": str(run_dir),
