@@ -38,7 +38,7 @@ def _synthetic() -> ExperimentConfig:
         model=ModelConfig(backbone="resnet18-half", pretrained=False),
         loss=LossConfig(),
         train=TrainConfig(
-            epochs=20, lr=1e-3, milestones=(14, 18), eval_every=5, checkpoint_every=5, threads=2
+            epochs=20, lr=1e-3, milestones=(14, 18), eval_every=10, checkpoint_every=5, threads=2
         ),
         eval=EvalConfig(batch_size=256),
     )
