@@ -59,15 +59,17 @@ def _papermill(path: Path, out: Path, params: dict, env_root: Path) -> subproces
     return subprocess.run(args, capture_output=True, text=True, env=env, timeout=300, check=False)
 
 
-def test_papermill_runs_a_notebook_with_a_non_default_parameter(tmp_path):
-    path = next(p for p in NOTEBOOKS if p.stem.startswith("01"))
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
+def test_papermill_runs_every_notebook_with_non_default_parameters(path, tmp_path):
+    # seed=3 and an override change every config hash: the notebook really trains anew.
     out = tmp_path / "out.ipynb"
     done = _papermill(path, out, {"seed": 3, "overrides": ["data.pad=2"]}, tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     book = nbformat.read(out, as_version=4)
     injected = [c for c in book.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and "seed = 3" in injected[0].source
-    assert (tmp_path / "figures" / "smoke" / "01_cameras.png").is_file()
+    # Each notebook ends with post-conditions on its own outputs; here: it wrote figures.
+    assert any((tmp_path / "figures" / "smoke").glob("*.png"))
 
 
 def test_a_bad_parameter_fails_in_the_first_cells_with_one_sentence(tmp_path):
