@@ -496,6 +496,33 @@ def summarize(result: dict[str, Any], ranks: tuple[int, ...] = (1, 3, 5, 10)) ->
     return out
 
 
+def ranked_gallery(distmat_row: np.ndarray, q_pid: int, q_cam: int, g_pids: np.ndarray,
+                   g_cams: np.ndarray, topk: int = 10) -> list[tuple[int, bool]]:
+    """The top-k gallery items of one query under the Market-1501 protocol.
+
+    Gallery items with the query's pid and camera, and junk (pid -1), are removed, as in
+    :func:`canlib.evaluate.evaluate_rank`; ties are broken by gallery order (a stable sort).
+
+    Args:
+        distmat_row: (G,) distances from the query to the gallery.
+        q_pid, q_cam: the query's pid and camera.
+        g_pids, g_cams: (G,) gallery pids and cameras.
+        topk: how many to return (fewer if fewer remain). Default 10.
+
+    Returns:
+        ``[(gallery index, is_hit), ...]`` nearest first; a hit has the query's pid.
+    """
+    d, g_pids, g_cams = (np.asarray(a).ravel() for a in (distmat_row, g_pids, g_cams))
+    if not len(d) == len(g_pids) == len(g_cams):
+        raise ValueError(f"distmat_row, g_pids and g_cams must have one length, got "
+                         f"{len(d)}, {len(g_pids)}, {len(g_cams)}")
+    keep = (g_pids != -1) & ~((g_pids == q_pid) & (g_cams == q_cam))
+    order = np.argsort(d, kind="stable")
+    order = order[keep[order]][:topk]
+    return [(int(i), bool(g_pids[i] == q_pid)) for i in order]
+
+
+
 TOP1_KINDS = ("same id", "same group", "distractor", "other id, same camera",
               "other id, other camera")
 
@@ -526,12 +553,11 @@ def top1_breakdown(
     groups = group_of or {}
     counts = dict.fromkeys(TOP1_KINDS, 0)
     for i in range(num_q):
-        row = _rows(distmat, i, i + 1)[0].detach().cpu().numpy().astype(np.float64)
-        keep = (g_pids != -1) & ~((g_pids == q_pids[i]) & (g_camids == q_camids[i]))
-        if not keep.any():
+        row = _rows(distmat, i, i + 1)[0].detach().cpu().numpy()
+        first = ranked_gallery(row, q_pids[i], q_camids[i], g_pids, g_camids, topk=1)
+        if not first:
             continue
-        candidates = np.flatnonzero(keep)
-        top = candidates[np.argmin(row[candidates])]  # argmin returns the first of ties
+        top = first[0][0]
         pid, qpid = int(g_pids[top]), int(q_pids[i])
         if pid == qpid:
             kind = "same id"

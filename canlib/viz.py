@@ -29,6 +29,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from canlib.errors import ConfigError, DatasetError, DatasetNotFoundError
+from canlib.evaluate import ranked_gallery
 from canlib.transforms import decode_image
 
 logger = logging.getLogger(__name__)
@@ -780,32 +781,6 @@ def gradcam_figure(models: Mapping[str, nn.Module], images: Tensor, reference_im
 
 
 # --------------------------------------------------------------------------- ranked lists
-
-
-def ranked_gallery(distmat_row: np.ndarray, q_pid: int, q_cam: int, g_pids: np.ndarray,
-                   g_cams: np.ndarray, topk: int = 10) -> list[tuple[int, bool]]:
-    """The top-k gallery items of one query under the Market-1501 protocol.
-
-    Gallery items with the query's pid and camera, and junk (pid -1), are removed, as in
-    :func:`canlib.evaluate.evaluate_rank`; ties are broken by gallery order (a stable sort).
-
-    Args:
-        distmat_row: (G,) distances from the query to the gallery.
-        q_pid, q_cam: the query's pid and camera.
-        g_pids, g_cams: (G,) gallery pids and cameras.
-        topk: how many to return (fewer if fewer remain). Default 10.
-
-    Returns:
-        ``[(gallery index, is_hit), ...]`` nearest first; a hit has the query's pid.
-    """
-    d, g_pids, g_cams = (np.asarray(a).ravel() for a in (distmat_row, g_pids, g_cams))
-    if not len(d) == len(g_pids) == len(g_cams):
-        raise ConfigError(f"distmat_row, g_pids and g_cams must have one length, got "
-                          f"{len(d)}, {len(g_pids)}, {len(g_cams)}")
-    keep = (g_pids != JUNK_PID) & ~((g_pids == q_pid) & (g_cams == q_cam))
-    order = np.argsort(d, kind="stable")
-    order = order[keep[order]][:topk]
-    return [(int(i), bool(g_pids[i] == q_pid)) for i in order]
 
 
 def ranked_list_grid(distmat: np.ndarray, query_records: Sequence[Record],
