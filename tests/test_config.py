@@ -122,3 +122,11 @@ def test_paper_rows_copy_the_published_numbers():
     assert rows["global & local to L_c"]["mAP"] == 89.6
     assert paper.TABLE5["CAN"] == (90.6, 96.4, 98.8, 99.3)
     assert paper.TABLE6["MGN"][0] is not None and paper.TABLE6["GLAD"][0] is None
+
+
+def test_config_choices_equal_the_builders_names():
+    from canlib import config, losses, model
+
+    assert set(config.MODELS) == set(model.MODEL_NAMES)
+    assert set(config.BACKBONES) == set(model.BACKBONES)
+    assert set(config.LOSS_MODES) == set(losses.LOSS_MODES)
