@@ -114,7 +114,11 @@ class TrainConfig:
     seed: int = ours("fixed seed for repeatable runs", 0)
     device: str = ours("'auto': CUDA when present, else CPU", "auto")
     amp: bool = ours("bf16 autocast on CUDA (ignored on CPU, which stays fp32)", True)
-    channels_last: bool = ours("off by default; helps convolutions on recent GPUs", False)
+    channels_last: bool = ours(
+        "NHWC activations on CUDA, the layout tensor-core convolutions run in (PyTorch "
+        "measured +22% on ResNet-50 with mixed precision); ignored on CPU",
+        True,
+    )
     compile: bool = ours("off: eager; torch.compile the training forward when on", False)
     grad_clip: float | None = ours("no gradient clipping", None)
     deterministic: bool = ours("deterministic kernels (slower); on for exact resume tests", False)

@@ -62,6 +62,28 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def configure_backends(cfg: ExperimentConfig, device: torch.device) -> None:
+    """Let cuDNN time its convolution algorithms once per shape and keep the fastest.
+
+    Training shapes are fixed (P x K batches at one input size), so the one-off search pays
+    for itself within the first epoch; torchreid and fast-reid do the same. Deterministic
+    runs keep cuDNN's default choice, since benchmarking may pick a different algorithm on
+    each run.
+    """
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not cfg.train.deterministic
+
+
+def uses_amp(cfg: ExperimentConfig, device: torch.device) -> bool:
+    """``train.amp`` acts on CUDA only: bf16 autocast on a CPU is slower than fp32."""
+    return cfg.train.amp and device.type == "cuda"
+
+
+def uses_channels_last(cfg: ExperimentConfig, device: torch.device) -> bool:
+    """``train.channels_last`` acts on CUDA only, where tensor-core convolutions run in NHWC."""
+    return cfg.train.channels_last and device.type == "cuda"
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (the engine is the only place that touches global RNGs)."""
     random.seed(seed)
@@ -191,6 +213,7 @@ def train(
         torch.set_num_threads(t.threads)
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=run.device.type == "cuda")
+    configure_backends(cfg, run.device)
     seed_everything(t.seed)
 
     from canlib.sampling import PKSampler
@@ -320,11 +343,12 @@ class TrainingParts:
 def build_training(cfg: ExperimentConfig, num_classes: int, device: torch.device) -> TrainingParts:
     """Model, loss, Adam (paper §4.6) and the centres' own SGD, on ``device``.
 
-    On CUDA, Adam is the fused implementation (one kernel for all parameters).
+    On CUDA, Adam is the fused implementation (one kernel for all parameters) and the model
+    is in channels-last memory format when ``train.channels_last`` is on.
     """
     t = cfg.train
     model = build_model_from_config(cfg, num_classes).to(device)
-    if t.channels_last:
+    if uses_channels_last(cfg, device):
         model = model.to(memory_format=torch.channels_last)
     criterion = build_loss(cfg, model, num_classes).to(device)
     optimizer = torch.optim.Adam(
@@ -347,11 +371,11 @@ def train_step(
     t = parts.cfg.train
     images = images.to(parts.device, non_blocking=True)
     pids = pids.to(parts.device, non_blocking=True)
-    if t.channels_last:
+    if uses_channels_last(parts.cfg, parts.device):
         images = images.contiguous(memory_format=torch.channels_last)
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
-        if t.amp and parts.device.type == "cuda"
+        if uses_amp(parts.cfg, parts.device)
         else nullcontext()
     )
     with autocast:
@@ -407,7 +431,9 @@ def build_pipeline(
         _image_cache_path(records, d.cache_height, d.cache_width), records,
         d.cache_height, d.cache_width, progress=progress,
     ).to(device)
-    augment = BatchedTrainAugment(transform_config(cfg), channels_last=cfg.train.channels_last)
+    augment = BatchedTrainAugment(
+        transform_config(cfg), channels_last=uses_channels_last(cfg, device)
+    )
 
     def device_batches(sampler, epoch: int):
         sampler.set_epoch(epoch)

@@ -340,3 +340,50 @@ def test_resuming_a_run_killed_after_its_last_checkpoint_still_scores_it(market_
     again = engine.train(cfg, tmp_path, resume=True, progress=False)
     assert again.metrics["mAP"] == finished.metrics["mAP"]
     assert (tmp_path / "summary.json").is_file()
+
+
+# --- speed switches: which act where (a torch.device("cuda") object needs no GPU) ----------
+
+
+@pytest.mark.parametrize(
+    ("device", "amp", "channels_last"),
+    [("cpu", False, False), ("cuda", True, True), ("cuda:1", True, True)],
+)
+def test_speed_switches_act_on_cuda_only(device, amp, channels_last):
+    cfg = experiments.profile("paper", ["data.data_root=/data/market"])  # both on by default
+    assert engine.uses_amp(cfg, torch.device(device)) is amp
+    assert engine.uses_channels_last(cfg, torch.device(device)) is channels_last
+    off = cfg.with_overrides(["train.amp=false", "train.channels_last=false"])
+    assert not engine.uses_amp(off, torch.device(device))
+    assert not engine.uses_channels_last(off, torch.device(device))
+
+
+@pytest.mark.parametrize(("device", "deterministic", "before", "expected"), [
+    ("cuda", False, False, True), ("cuda", True, True, False), ("cpu", False, False, False),
+    ("cpu", False, True, True),
+])
+def test_cudnn_autotuning_is_on_for_cuda_training_unless_deterministic(
+    device, deterministic, before, expected, monkeypatch
+):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", before)
+    cfg = experiments.profile("paper", [
+        "data.data_root=/data/market", f"train.deterministic={str(deterministic).lower()}",
+    ])
+    engine.configure_backends(cfg, torch.device(device))
+    assert torch.backends.cudnn.benchmark is expected
+
+
+def test_channels_last_is_ignored_on_cpu_so_cpu_steps_are_unchanged(market_root):
+    """On the CPU a channels_last config trains exactly as a contiguous one (same numbers)."""
+    losses = {}
+    for flag in ("true", "false"):
+        cfg = experiments.profile("smoke", [
+            "data.dataset=market1501", f"data.data_root={market_root}",
+            "train.device=cpu", f"train.channels_last={flag}",
+        ])
+        torch.manual_seed(0)
+        parts = engine.build_training(cfg, NUM_TRAIN_IDS, torch.device("cpu"))
+        assert next(parts.model.parameters()).is_contiguous()
+        images = torch.randn(8, 3, cfg.data.height, cfg.data.width, generator=torch.Generator().manual_seed(1))
+        losses[flag] = engine.train_step(parts, images, torch.arange(8) // 4)["total"].item()
+    assert losses["true"] == losses["false"]
