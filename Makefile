@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.canlib-installed
 PROFILE ?= synthetic
 
-.PHONY: install test reproduce stress bench lint clean-venv
+.PHONY: install test reproduce stress bench bench-train lint clean-venv
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ stress: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/eval_speed.py
+
+# Training-step speed of every engine switch (on CUDA when present; --quick on a CPU).
+bench-train: $(STAMP)
+	$(PY) benchmarks/train_speed.py $(if $(shell $(PY) -c "import torch; print(torch.cuda.is_available() or '')"),,--quick)
 
 lint: $(STAMP)
 	$(PY) -m ruff check canlib tests benchmarks
