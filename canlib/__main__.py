@@ -111,7 +111,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     # Imported after the config is built: a typo in --set is reported without torch's import.
     from canlib.engine import train
 
-    with _process_group() as rank:
+    with _process_group(cfg.train.device) as rank:
         if args.resume:
             result = train(cfg, Path(args.resume), resume=True)
         else:
@@ -122,20 +122,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _process_group() -> Iterator[int]:
+def _process_group(device: str) -> Iterator[int]:
     """Join the process group torchrun describes in the environment; yield this rank.
 
     ``engine.train`` runs data-parallel whenever ``torch.distributed`` is initialised, so a
     ``torchrun --nproc_per_node=N`` launch (``WORLD_SIZE`` > 1) joins the group here: NCCL
-    on CUDA, gloo on CPU. A single process (no ``WORLD_SIZE``) yields rank 0 and does nothing.
+    when the run's device (``train.device``) is CUDA, gloo on CPU, also on a GPU machine. A
+    single process (no ``WORLD_SIZE``) yields rank 0 and does nothing.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         yield 0
         return
+    from datetime import timedelta
+
     import torch
     import torch.distributed as dist
 
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    from canlib.engine import resolve_device
+
+    if resolve_device(device).type == "cuda":
+        local = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        options = {"backend": "nccl", "device_id": local}
+    else:
+        options = {"backend": "gloo"}
+    # Rank 0 evaluates and writes checkpoints while the others wait at a barrier: allow an
+    # hour (the default 10 minutes can be too short for a large test set with re-ranking).
+    dist.init_process_group(timeout=timedelta(hours=1), **options)
     try:
         yield dist.get_rank()
     finally:

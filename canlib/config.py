@@ -120,6 +120,9 @@ class TrainConfig:
         True,
     )
     compile: bool = ours("off: eager; torch.compile the training forward when on", False)
+    fused_adam: bool = ours(
+        "fused Adam on CUDA: one kernel updates every parameter (ignored on CPU)", True
+    )
     grad_clip: float | None = ours("no gradient clipping", None)
     deterministic: bool = ours("deterministic kernels (slower); on for exact resume tests", False)
     threads: int | None = ours("None: torch's default CPU thread count", None)

@@ -84,6 +84,23 @@ def uses_channels_last(cfg: ExperimentConfig, device: torch.device) -> bool:
     return cfg.train.channels_last and device.type == "cuda"
 
 
+def main_rank_first(make: Callable[[], Any]) -> Any:
+    """``make()`` on rank 0, then on the other ranks: what rank 0 writes, the others read.
+
+    For files several processes would otherwise write at once (the synthetic dataset, the
+    decoded-image cache); a single process just calls ``make()``. If rank 0 fails, torchrun
+    stops the other ranks waiting at the barrier.
+    """
+    if not dist.is_initialized():
+        return make()
+    if dist.get_rank() == 0:
+        result = make()
+        dist.barrier()
+        return result
+    dist.barrier()
+    return make()
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (the engine is the only place that touches global RNGs)."""
     random.seed(seed)
@@ -218,7 +235,7 @@ def train(
 
     from canlib.sampling import PKSampler
 
-    data = build_data(cfg)
+    data = main_rank_first(lambda: build_data(cfg))  # may generate or extract files
     num_classes = data.num_train_pids
     train_pids = [r[1] for r in data.train]
     sampler = PKSampler(
@@ -343,8 +360,9 @@ class TrainingParts:
 def build_training(cfg: ExperimentConfig, num_classes: int, device: torch.device) -> TrainingParts:
     """Model, loss, Adam (paper §4.6) and the centres' own SGD, on ``device``.
 
-    On CUDA, Adam is the fused implementation (one kernel for all parameters) and the model
-    is in channels-last memory format when ``train.channels_last`` is on.
+    On CUDA, Adam is the fused implementation (one kernel for all parameters) when
+    ``train.fused_adam`` is on, and the model is in channels-last memory format when
+    ``train.channels_last`` is on.
     """
     t = cfg.train
     model = build_model_from_config(cfg, num_classes).to(device)
@@ -353,7 +371,7 @@ def build_training(cfg: ExperimentConfig, num_classes: int, device: torch.device
     criterion = build_loss(cfg, model, num_classes).to(device)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=t.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=t.weight_decay,
-        fused=device.type == "cuda",
+        fused=t.fused_adam and device.type == "cuda",
     )
     centers = [p for p in criterion.parameters() if p.requires_grad]
     center_optimizer = torch.optim.SGD(centers, lr=cfg.loss.center_lr) if centers else None
@@ -427,10 +445,10 @@ def build_pipeline(
     from canlib.gpu_data import BatchedTrainAugment, ImageCache, gpu_batches
 
     d = cfg.data
-    cache = ImageCache.load_or_build(
+    cache = main_rank_first(lambda: ImageCache.load_or_build(
         _image_cache_path(records, d.cache_height, d.cache_width), records,
         d.cache_height, d.cache_width, progress=progress,
-    ).to(device)
+    )).to(device)
     augment = BatchedTrainAugment(
         transform_config(cfg), channels_last=uses_channels_last(cfg, device)
     )
@@ -585,12 +603,29 @@ def _restore(run, model, optimizer, center_optimizer, criterion) -> int:
     model.load_state_dict(state["model"])
     criterion.load_state_dict(state["criterion"])
     optimizer.load_state_dict(state["optimizer"])
+    match_state_layout(optimizer)
     if center_optimizer is not None and state["center_optimizer"]:
         center_optimizer.load_state_dict(state["center_optimizer"])
     _set_rng_state(state["rng"])
     _truncate_log(run.run_dir, state["epoch"])
     log.info("resumed %s from %s (epoch %d)", run.run_dir, path.name, state["epoch"])
     return int(state["epoch"])
+
+
+def match_state_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give each parameter-shaped optimiser state the memory layout of its parameter.
+
+    ``load_state_dict`` keeps the saved strides: Adam moments saved by a CPU run (NCHW) and
+    loaded for a channels-last CUDA run would make fused Adam refuse the first step, since
+    it needs parameters, gradients and moments in one layout.
+    """
+    for param, param_state in optimizer.state.items():
+        for key, value in param_state.items():
+            if (
+                torch.is_tensor(value) and value.shape == param.shape
+                and value.stride() != param.stride()
+            ):
+                param_state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def _truncate_log(run_dir: Path, epoch: int) -> None:
@@ -619,10 +654,17 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # One state per device visible when saved; a resume may see fewer (or more) GPUs.
+        for index, device_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(device_state, index)
 
 
 # ----------------------------------------------------------------------------- evaluation
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 @torch.no_grad()
@@ -631,7 +673,7 @@ def extract_features(
     records: Sequence[tuple[str, int, int]],
     cfg: ExperimentConfig,
     *,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     flip: bool | None = None,
     progress: bool = False,
 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
@@ -641,7 +683,7 @@ def extract_features(
         model: a model whose eval-mode forward returns (B, D) L2-normalised embeddings.
         records: ``(path, pid, camid)`` tuples.
         cfg: supplies the input size, the batch size and the flip default.
-        device: where to run.
+        device: where to run (default: the model's device).
         flip: average with the horizontally flipped image (default ``cfg.eval.flip``).
 
     Returns:
@@ -652,6 +694,7 @@ def extract_features(
     from canlib.transforms import build_test_transform
 
     flip = cfg.eval.flip if flip is None else flip
+    device = model_device(model) if device is None else device
     loader = build_test_loader(
         list(records), build_test_transform(transform_config(cfg)),
         batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,
@@ -683,11 +726,13 @@ def evaluate_model(
     data,
     cfg: ExperimentConfig,
     *,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     rerank: bool | None = None,
     return_raw: bool = False,
 ) -> dict[str, Any]:
     """Extract query and gallery features and score them under the dataset's protocol.
+
+    ``device`` defaults to the model's own (CPU for a model without parameters).
 
     Returns metrics in percent: ``rank1``, ``rank3``, ``rank5``, ``rank10``, ``mAP``,
     ``mINP`` and ``num_valid``; with ``return_raw`` also ``cmc``, ``distmat`` and the
@@ -695,6 +740,7 @@ def evaluate_model(
     """
     from canlib.evaluate import evaluate_rank, pairwise_distance, re_rank, summarize
 
+    device = model_device(model) if device is None else device
     rerank = cfg.eval.rerank if rerank is None else rerank
     qf, q_pids, q_camids = extract_features(model, data.query, cfg, device=device)
     gf, g_pids, g_camids = extract_features(model, data.gallery, cfg, device=device)

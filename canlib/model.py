@@ -395,12 +395,17 @@ class _Classifiers(nn.Module):
             self.bias = nn.Parameter(torch.zeros(num_features, num_classes))
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.kind == "cosine":
-            cos = torch.einsum(
-                "bfd,fcd->bfc", F.normalize(x, dim=-1), F.normalize(self.weight, dim=-1)
-            )
-            return self.scale * cos
-        return torch.einsum("bfd,fcd->bfc", x, self.weight) + self.bias
+        # fp32 even under autocast (ours): bf16 keeps 8 bits of mantissa, so 16 * cos would
+        # move in steps of about 0.06, coarse for a softmax over 751 classes; the einsum is
+        # tiny next to the backbone.
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            if self.kind == "cosine":
+                cos = torch.einsum(
+                    "bfd,fcd->bfc", F.normalize(x, dim=-1), F.normalize(self.weight, dim=-1)
+                )
+                return self.scale * cos
+            return torch.einsum("bfd,fcd->bfc", x, self.weight) + self.bias
 
 
 # --------------------------------------------------------------------------- model

@@ -37,6 +37,13 @@ class NotebookRun:
     checkpoint: Path | None = None
     measured: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
+    @property
+    def device(self):
+        """Where this notebook's models run (``train.device`` resolved: CUDA when present)."""
+        from canlib.engine import resolve_device
+
+        return resolve_device(self.base_config().train.device)
+
     def base_config(self) -> ExperimentConfig:
         """The profile's config with this run's overrides."""
         return profile(self.profile, self.overrides)

@@ -303,3 +303,33 @@ def test_check_data_refuses_a_truncated_image_by_name_or_lists_it(tmp_path):
                             check=False)
     assert listed.returncode == 0, listed.stderr[-1000:]
     assert "train: 39 readable, 1 unreadable" in listed.stdout and victim.name in listed.stdout
+
+
+@pytest.mark.parametrize(("device", "backend"), [
+    ("auto", "nccl"), ("cuda", "nccl"), ("cpu", "gloo"),
+])
+def test_torchrun_backend_follows_the_runs_device_not_the_machine(device, backend, monkeypatch):
+    """On a GPU machine (CUDA faked available) a CPU run joins with gloo, a CUDA run with NCCL."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from canlib.__main__ import _process_group
+
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "init_process_group", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append("destroyed"))
+    with _process_group(device) as rank:
+        assert rank == 1
+    options, destroyed = calls
+    assert destroyed == "destroyed"
+    assert options["backend"] == backend
+    assert options["timeout"] == timedelta(hours=1)
+    if backend == "nccl":
+        assert options["device_id"] == torch.device("cuda", 1)
+    else:
+        assert "device_id" not in options

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import time
 import warnings
 from pathlib import Path
 
@@ -387,3 +388,55 @@ def test_channels_last_is_ignored_on_cpu_so_cpu_steps_are_unchanged(market_root)
         images = torch.randn(8, 3, cfg.data.height, cfg.data.width, generator=torch.Generator().manual_seed(1))
         losses[flag] = engine.train_step(parts, images, torch.arange(8) // 4)["total"].item()
     assert losses["true"] == losses["false"]
+
+
+def test_optimizer_state_takes_the_layout_of_its_parameter():
+    """Adam moments saved by a CPU (NCHW) run, loaded for a channels-last model, are re-laid."""
+    weight = torch.randn(4, 3, 3, 3)
+    saved_opt = torch.optim.Adam([torch.nn.Parameter(weight.clone())])
+    saved_opt.param_groups[0]["params"][0].grad = torch.ones_like(weight)
+    saved_opt.step()
+    state = saved_opt.state_dict()
+
+    param = torch.nn.Parameter(weight.contiguous(memory_format=torch.channels_last))
+    optimizer = torch.optim.Adam([param])
+    optimizer.load_state_dict(state)
+    loaded = optimizer.state[param]
+    assert loaded["exp_avg"].stride() != param.stride()  # what load_state_dict leaves
+
+    engine.match_state_layout(optimizer)
+    for key in ("exp_avg", "exp_avg_sq"):
+        moment = optimizer.state[param][key]
+        assert moment.stride() == param.stride() == (27, 1, 9, 3)
+        assert torch.equal(moment, saved_opt.state[saved_opt.param_groups[0]["params"][0]][key])
+    assert optimizer.state[param]["step"].shape == ()  # scalars are left alone
+
+
+def _rank_order_worker(rank: int, store: str, folder: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    marker = Path(folder) / "written-by-rank-0"
+
+    def make():
+        if rank == 0:
+            time.sleep(0.5)  # rank 1 would overtake a rank 0 that did not go first
+            marker.write_text("0")
+            return "wrote"
+        return marker.read_text()  # FileNotFoundError unless rank 0 already wrote it
+
+    result = engine.main_rank_first(make)
+    (Path(folder) / f"result-{rank}").write_text(result)
+    dist.destroy_process_group()
+
+
+def test_main_rank_first_lets_rank_0_write_before_the_others_read(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_rank_order_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2)
+    assert (tmp_path / "result-0").read_text() == "wrote"
+    assert (tmp_path / "result-1").read_text() == "0"
+
+
+def test_main_rank_first_without_a_process_group_just_calls():
+    assert engine.main_rank_first(lambda: 42) == 42

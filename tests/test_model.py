@@ -368,3 +368,25 @@ def test_too_small_input_at_forward_is_a_clear_error():
         ConfigError, match="branch part_5 needs >= 5 rows but the layer-4 map has 4"
     ):
         model(torch.randn(2, 3, 64, 32))
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear"])
+def test_classifier_logits_stay_fp32_under_bf16_autocast(kind):
+    """Under autocast the logits are computed in fp32 from the (bf16) features, by hand here."""
+    from canlib.model import _Classifiers
+
+    torch.manual_seed(0)
+    head = _Classifiers(kind, num_features=3, num_classes=7, embed_dim=16, scale=16.0)
+    x = torch.randn(5, 3, 16).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = head(x)
+    assert logits.dtype == torch.float32
+    xf, w = x.float(), head.weight.detach()
+    for f in range(3):
+        if kind == "cosine":
+            expected = 16.0 * (xf[:, f] / xf[:, f].norm(dim=1, keepdim=True)) @ (
+                w[f] / w[f].norm(dim=1, keepdim=True)
+            ).T
+        else:
+            expected = xf[:, f] @ w[f].T + head.bias.detach()[f]
+        torch.testing.assert_close(logits[:, f], expected, rtol=1e-5, atol=1e-5)

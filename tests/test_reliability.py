@@ -670,6 +670,7 @@ NO_RANGE = {
     "train.channels_last",
     "train.deterministic",
     "train.compile",
+    "train.fused_adam",
     "eval.flip",
     "eval.rerank",
 }
