@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -174,7 +175,7 @@ def bench_rank(name, distmat, ids, args, lines):
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the size (CI smoke)")
     parser.add_argument("--repeats", type=int, default=5)
@@ -182,7 +183,7 @@ def main() -> None:
     parser.add_argument("--skip-msmt", action="store_true")
     parser.add_argument("--skip-rerank", action="store_true")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA GPU; none is available")
     torch.set_num_threads(args.threads)
@@ -247,7 +248,8 @@ def main() -> None:
         f"device {args.device}\n"
     )
     print("\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""The benchmark scripts stay runnable: each runs end to end at its smallest size.
+
+Their numbers are not checked here (speed is never asserted in tests); what is checked is
+that every variant produces a table row with positive throughput and that the ratios are
+taken against the first variant of the same run. eval_speed checks internally that canlib
+and the textbook algorithm give identical CMC, mAP and mINP.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import eval_speed
+import train_speed
+
+
+def test_train_speed_quick_prints_a_row_per_variant_and_the_test_set(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("CANLIB_CACHE", str(tmp_path / "cache"))  # synthetic data, image cache
+    argv = ["--quick", "--size", "smoke", "--device", "cpu", "--variants", "abc",
+            "--batches", "8", "--steps", "1", "--warmup", "1", "--workers", "0"]
+    assert train_speed.main(argv) == 0
+    out = capsys.readouterr().out
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if re.match(r"\| [abcd] \|", line)]
+    assert [r[0].strip() for r in rows] == ["a", "b", "c"]
+    for row in rows:
+        assert row[1].strip() == "8" and float(row[2]) > 0 and float(row[3]) > 0
+    assert rows[0][-1].strip() == "1.00x"
+    # Ratios are images/s over variant a's, i.e. a's step time over c's (printed to 0.1 ms).
+    ratio = float(rows[0][3]) / float(rows[2][3])
+    assert float(rows[2][-1].strip().rstrip("x")) == pytest.approx(ratio, abs=0.015)
+    assert re.search(r"test set on CPU: \d+ query \+ \d+ gallery images embedded", out)
+
+
+def test_train_speed_reports_a_failing_variant_and_goes_on(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CANLIB_CACHE", str(tmp_path / "cache"))
+    real = train_speed.time_variant
+
+    def fail_on_compile(cfg, *args):
+        if cfg.train.compile:
+            raise RuntimeError("no C compiler found\nlong traceback text")
+        return real(cfg, *args)
+
+    monkeypatch.setattr(train_speed, "time_variant", fail_on_compile)
+    argv = ["--quick", "--size", "smoke", "--device", "cpu", "--variants", "da",
+            "--batches", "8", "--steps", "1", "--warmup", "0", "--workers", "0",
+            "--skip-test-set"]
+    assert train_speed.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| d | 8 | failed: RuntimeError: no C compiler found |" in out
+    assert re.search(r"\| a \| 8 \| [\d.]+ \|.*\| 1\.00x \|", out)
+
+
+def test_eval_speed_quick_runs_and_agrees_with_the_textbook(capsys):
+    threads = torch.get_num_threads()  # the script sets torch's thread count
+    try:
+        assert eval_speed.main(["--quick", "--repeats", "1", "--skip-msmt", "--skip-rerank"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert out.count("canlib evaluate_rank") == 2 and out.count("textbook") >= 2
+
+
+@pytest.mark.parametrize("script", [train_speed, eval_speed])
+def test_benchmarks_refuse_an_unknown_option(script):
+    with pytest.raises(SystemExit) as info:
+        script.main(["--no-such-option"])
+    assert info.value.code == 2
