@@ -74,3 +74,18 @@ def test_benchmarks_refuse_an_unknown_option(script):
     with pytest.raises(SystemExit) as info:
         script.main(["--no-such-option"])
     assert info.value.code == 2
+
+
+def test_pipeline_accuracy_smoke_compares_both_configs_over_seeds(tmp_path, monkeypatch, capsys):
+    import pipeline_accuracy
+
+    monkeypatch.setenv("CANLIB_CACHE", str(tmp_path / "cache"))
+    argv = ["--profile", "smoke", "--seeds", "0,1", "--device", "cpu", "--runs", str(tmp_path)]
+    assert pipeline_accuracy.main(argv) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines()
+            if line.startswith(("| baseline", "| fast"))}
+    assert set(rows) == {"baseline", "fast"}
+    assert re.search(r"fast - baseline: [+-]\d+\.\d mAP, standard error \d+\.\d", out)
+    # Four runs, each cached by its config hash: a second call trains nothing.
+    assert len([p for p in tmp_path.iterdir() if (p / "summary.json").exists()]) == 4
