@@ -8,17 +8,27 @@ and the textbook algorithm give identical CMC, mAP and mINP.
 
 from __future__ import annotations
 
+import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
-import eval_speed
-import train_speed
+
+def _load(name: str):
+    """Import ``benchmarks/<name>.py`` (a script folder, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+eval_speed = _load("eval_speed")
+train_speed = _load("train_speed")
+pipeline_accuracy = _load("pipeline_accuracy")
 
 
 def test_train_speed_quick_prints_a_row_per_variant_and_the_test_set(
@@ -77,8 +87,6 @@ def test_benchmarks_refuse_an_unknown_option(script):
 
 
 def test_pipeline_accuracy_smoke_compares_both_configs_over_seeds(tmp_path, monkeypatch, capsys):
-    import pipeline_accuracy
-
     monkeypatch.setenv("CANLIB_CACHE", str(tmp_path / "cache"))
     argv = ["--profile", "smoke", "--seeds", "0,1", "--device", "cpu", "--runs", str(tmp_path)]
     assert pipeline_accuracy.main(argv) == 0
