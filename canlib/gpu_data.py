@@ -239,9 +239,14 @@ class ImageCache:
             "camids": self.camids.cpu(),
             "paths": list(self.paths),
         }
-        partial = path.with_name(path.name + ".partial")
-        torch.save(payload, partial)
-        os.replace(partial, path)
+        # A name per process: two processes saving the same cache at once (two notebooks)
+        # each rename a whole file of their own; the last rename wins, both are valid.
+        partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
+        try:
+            torch.save(payload, partial)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
 
     @classmethod
     def load(

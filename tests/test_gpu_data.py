@@ -7,6 +7,7 @@ for the random draws.
 """
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -376,6 +377,26 @@ def test_cache_save_load_round_trip_and_refusals(tmp_path):
     torch.save({"x": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(DatasetError, match="not a canlib image cache"):
         ImageCache.load(tmp_path / "other.pt")
+
+
+def test_a_failed_cache_save_leaves_the_old_file_and_no_partial_file(tmp_path, monkeypatch):
+    records = _write_fixture(tmp_path, FIXTURE_SIZES)
+    cache = ImageCache.build(records, 16, 8, num_threads=1, progress=False)
+    file = tmp_path / "cache" / "train.pt"
+    cache.save(file)
+    before = file.read_bytes()
+    real_save = torch.save
+
+    def save_half_then_fail(obj, target):
+        real_save(obj, target)
+        Path(target).write_bytes(Path(target).read_bytes()[:100])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", save_half_then_fail)
+    with pytest.raises(OSError, match="No space"):
+        cache.save(file)
+    assert file.read_bytes() == before
+    assert sorted(p.name for p in file.parent.iterdir()) == ["train.pt"]
 
 
 def test_load_or_build_reuses_a_matching_cache_and_rebuilds_a_stale_one(tmp_path, monkeypatch):
