@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         "prepare-synthetic", help="write the built-in synthetic dataset (Market-1501 layout)"
     )
     prep.add_argument("--root", required=True, help="folder to write the dataset into")
-    prep.add_argument("--size", default="default", help="size preset: smoke or default")
+    prep.add_argument("--size", default="default", help="size preset: smoke, default or market")
     prep.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
 
     train = commands.add_parser("train", help="train a model under a profile")
