@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, overrides in CONFIGS.items():
             cfg = profile(args.profile, overrides + [f"train.seed={seed}",
                                                      f"train.device={args.device}"])
-            metrics = run_experiment(cfg, args.runs, progress=False)
+            metrics = run_experiment(cfg, args.runs, progress=True)  # a tqdm bar per epoch
             scores[name][seed] = metrics
             print(f"seed {seed} {name}: mAP {metrics['mAP']:.1f} rank-1 {metrics['rank1']:.1f} "
                   f"({metrics.get('wall_seconds', 0):.0f} s, {metrics.get('device', '?')})",
