@@ -732,7 +732,7 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Extract query and gallery features and score them under the dataset's protocol.
 
-    ``device`` defaults to the model's own (CPU for a model without parameters).
+    ``device`` defaults to the model's own (see :func:`extract_features`).
 
     Returns metrics in percent: ``rank1``, ``rank3``, ``rank5``, ``rank10``, ``mAP``,
     ``mINP`` and ``num_valid``; with ``return_raw`` also ``cmc``, ``distmat`` and the
@@ -740,7 +740,6 @@ def evaluate_model(
     """
     from canlib.evaluate import evaluate_rank, pairwise_distance, re_rank, summarize
 
-    device = model_device(model) if device is None else device
     rerank = cfg.eval.rerank if rerank is None else rerank
     qf, q_pids, q_camids = extract_features(model, data.query, cfg, device=device)
     gf, g_pids, g_camids = extract_features(model, data.gallery, cfg, device=device)
