@@ -1,9 +1,11 @@
 """Plain, frozen dataclasses that describe one training run.
 
-Every field says where its default comes from: ``paper: <section>`` when the CAN paper
-states it, ``ours: <reason>`` when the paper is silent and we chose (usually following a
-strong public baseline). :func:`describe_sources` turns a config into the table that the
-notebooks print, so a reader sees at a glance which choices are the paper's.
+Every field says where its default comes from, as one of three kinds (:data:`SOURCE_KINDS`):
+``paper: <section>`` when the CAN paper states it and we follow it; ``ours: <reason>`` when the
+paper is silent and we chose (usually following a strong public baseline); ``deviation:
+<reason>`` when the paper states something and we knowingly differ. :func:`describe_sources`
+turns a config into the table that the notebooks print, so a reader sees at a glance which
+choices are the paper's.
 
 A config is Python data: build it, print it, override fields with ``"section.field=value"``
 strings (the command line and papermill parameters use the same syntax), hash it to name
@@ -35,23 +37,46 @@ def ours(why: str, default: Any) -> Any:
     return field(default=default, metadata={"source": f"ours: {why}"})
 
 
+_NO_PAPER_VALUE = object()
+
+
+def deviation(why: str, default: Any, *, paper_value: Any = _NO_PAPER_VALUE) -> Any:
+    """A field whose default knowingly differs from what the paper states.
+
+    ``why`` says what the paper states, what we do instead and why. ``paper_value``, when the
+    paper's choice is one of the field's values, lets :func:`describe_sources` show a config
+    that sets it as the paper's.
+    """
+    metadata = {"source": f"deviation: {why}"}
+    if paper_value is not _NO_PAPER_VALUE:
+        metadata["paper_value"] = paper_value
+    return field(default=default, metadata=metadata)
+
+
+SOURCE_KINDS = ("paper", "ours", "deviation")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which dataset, how images are sampled into batches and how they are augmented."""
 
-    dataset: str = ours("the built-in synthetic dataset runs anywhere offline", "synthetic")
+    dataset: str = ours(
+        "which dataset a run uses (the paper reports four, §4.1); the built-in synthetic "
+        "dataset runs anywhere offline",
+        "synthetic",
+    )
     data_root: str | None = ours("None: the synthetic cache; real datasets need a path", None)
     synthetic_size: str = ours("size preset of the built-in dataset", "default")
-    cuhk03_subset: str = ours(
-        "CUHK03 new protocol, labeled boxes (torchreid defaults to detected)", "labeled"
-    )
+    cuhk03_subset: str = paper("§4.7, all testing images, labeled and detected together", "both")
     height: int = paper("§4.6, 384x128 inputs", 384)
     width: int = paper("§4.6, 384x128 inputs", 128)
     p: int = paper("§4.6, 8 identities per batch", 8)
     k: int = paper("§4.6, 4 images per identity", 4)
     epoch: str = ours(
-        "'identities': one pass over the train ids, as in the MGN code the paper builds on "
-        "(4x fewer steps than 'images', the torchreid/fast-reid convention)",
+        "'identities': one pass over the train identities, the convention of MGN-pytorch, "
+        "whose multi-branch design the paper cites as its inspiration (§2.3); the paper does "
+        "not say which epoch it means ('images', the torchreid/fast-reid convention, is 4x "
+        "more steps)",
         "identities",
     )
     flip_p: float = ours("random horizontal flip, BoT / torchreid", 0.5)
@@ -59,12 +84,10 @@ class DataConfig:
     erasing_p: float = ours("random erasing p=0.5, BoT", 0.5)
     num_workers: int = ours("2 decoding workers suit a 2-core machine; raise on a GPU box", 2)
     pipeline: str = ours(
-        "'auto': the device-resident decoded cache + batched augmentation on CUDA, the CPU "
-        "DataLoader elsewhere; 'cpu' or 'gpu' to force one",
+        "'auto': the device-resident decoded cache (at the model's input size) + batched "
+        "augmentation on CUDA, the CPU DataLoader elsewhere; 'cpu' or 'gpu' to force one",
         "auto",
     )
-    cache_height: int = ours("decoded-image cache size: Market-1501's 128x64 crops", 128)
-    cache_width: int = ours("decoded-image cache size: Market-1501's 128x64 crops", 64)
 
 
 @dataclass(frozen=True)
@@ -76,10 +99,12 @@ class ModelConfig:
     pretrained: bool = paper("§3.2, ImageNet-initialised ResNet-50 (implied)", True)
     parts: tuple[int, ...] = paper("§3.2 / Table 1, part_3, part_5, part_7", (3, 5, 7))
     collaborative: bool = paper("§3.2, collaborative attention on adjacent stripes", True)
-    pooling: str = ours(
-        "'adaptive' = torch's adaptive pooling bins, which the authors' code most likely called; "
-        "'eq1' is equation (1) literally (overlapping windows for 5/7/9 stripes)",
+    pooling: str = deviation(
+        "eq. (1) gives each stripe's window explicitly ('eq1': overlapping windows for 5/7/9 "
+        "stripes); we default to torch's adaptive pooling bins ('adaptive'), which the "
+        "authors' code most likely called; they agree for 3 stripes on 24 rows",
         "adaptive",
+        paper_value="eq1",
     )
     embed_dim: int = paper("§3.2 eq. 4, m = 256", 256)
     scale: float = ours("cosine-classifier scale, as in CosFace-style normalised softmax", 16.0)
@@ -92,10 +117,18 @@ class LossConfig:
     mode: str = paper(
         "Table 4 best: triplet and center loss on global and local features", "global+local"
     )
-    margin: float = ours("batch-hard triplet margin 0.3, MGN / BoT", 0.3)
+    margin: float = ours(
+        "batch-hard triplet margin 0.3 on plain Euclidean distances, BoT / fast-reid (eq. 7 "
+        "gives no value; MGN-pytorch uses 1.2, which the MGN rows set)",
+        0.3,
+    )
     center_weight: float = paper("§4.6, lambda = 0.0005", 5e-4)
-    center_lr: float = ours("centres get their own SGD with lr 0.5, BoT", 0.5)
-    label_smoothing: float = ours("off: the paper uses plain cross-entropy (eq. 6)", 0.0)
+    center_lr: float = deviation(
+        "the paper names only Adam (§4.6) and not how the centres are updated; they get "
+        "their own SGD with lr 0.5, as in BoT",
+        0.5,
+    )
+    label_smoothing: float = paper("§3.3 eq. (6), plain cross-entropy: no label smoothing", 0.0)
 
 
 @dataclass(frozen=True)
@@ -106,8 +139,8 @@ class TrainConfig:
     lr: float = paper("§4.6, Adam with initial lr 3e-4", 3e-4)
     milestones: tuple[int, ...] = paper("§4.6, lr x0.1 at epochs 250, 350, 450", (250, 350, 450))
     gamma: float = paper("§4.6, each decay divides the lr by 10", 0.1)
-    weight_decay: float = ours("5e-4, BoT / MGN", 5e-4)
-    warmup_epochs: int = ours("0: the paper's schedule has no warm-up", 0)
+    weight_decay: float = paper("§4.6, Adam with default parameters: no weight decay", 0.0)
+    warmup_epochs: int = paper("§4.6, the schedule starts at lr 3e-4: no warm-up", 0)
     steps_per_epoch: int | None = ours("None: the sampler's epoch length; set to cap tiny runs", None)
     eval_every: int = ours("evaluate every 50 epochs and at the end", 50)
     checkpoint_every: int = ours("checkpoint every 10 epochs and at the end", 10)
@@ -133,7 +166,7 @@ class EvalConfig:
     """How test features are extracted and scored."""
 
     metric: str = paper("§4.6, cosine distance at test", "cosine")
-    flip: bool = ours("off: the paper does not average flipped images", False)
+    flip: bool = ours("off: the paper does not say it averages flipped test images", False)
     rerank: bool = paper("§4.7, results without re-ranking", False)
     batch_size: int = ours("128 test images per batch", 128)
     max_rank: int = ours("CMC up to rank 50, torchreid / fast-reid", 50)
@@ -212,6 +245,11 @@ class ExperimentConfig:
         # Fields that change speed or bookkeeping but not the trained weights.
         for key in ("num_workers",):
             payload["data"].pop(key)
+        # Dataset options of a dataset the run does not use change nothing either.
+        if self.data.dataset != "cuhk03":
+            payload["data"].pop("cuhk03_subset")
+        if self.data.dataset != "synthetic":
+            payload["data"].pop("synthetic_size")
         for key in ("eval_every", "checkpoint_every", "device", "threads"):
             payload["train"].pop(key)
         text = json.dumps(payload, sort_keys=True)
@@ -238,24 +276,59 @@ def parse_overrides(overrides: dict[str, Any] | list[str] | None) -> dict[str, A
     return pairs
 
 
-def describe_sources(config: ExperimentConfig) -> list[dict[str, str]]:
-    """One row per field: section, field, value, and whether it is the paper's or ours."""
+def source_kind(section: str, name: str) -> tuple[str, str]:
+    """``(kind, note)`` of a field's default: kind is one of :data:`SOURCE_KINDS`."""
+    f = {f.name: f for f in dataclasses.fields(_section_class(section))}[name]
+    kind, _, note = f.metadata["source"].partition(": ")
+    return kind, note
+
+
+def describe_sources(
+    config: ExperimentConfig, reasons: dict[str, str] | None = None
+) -> list[dict[str, str]]:
+    """One row per field: ``field``, ``value``, ``origin`` and ``note``.
+
+    ``origin`` is the kind of the value the config holds (see :data:`SOURCE_KINDS`):
+
+    - the field's default: its own kind (``paper``, ``ours`` or ``deviation``) and note;
+    - another value (a profile, a table row or the user changed it), marked ``(overridden)``:
+      a changed paper value reads ``deviation (overridden)``, since the run no longer does
+      what the paper states, and its note names the paper's value; a deviation field set to
+      the paper's value (``model.pooling='eq1'``) reads ``paper (overridden)``; a changed
+      ``ours`` field stays ``ours (overridden)``.
+
+    Args:
+        config: the config to describe.
+        reasons: optional ``{"section.field": reason}`` for changed fields (see
+            ``canlib.experiments.sources``). A reason that starts with ``"paper: "``,
+            ``"ours: "`` or ``"deviation: "`` also sets the kind: a table row that sets the
+            paper's own ablation value (Table 2's ``model.parts=(2, 3)``) is ``paper``.
+    """
+    reasons = reasons or {}
     rows = []
     for section in SECTIONS:
         obj = getattr(config, section)
         for f in dataclasses.fields(obj):
-            source = f.metadata["source"]
-            origin, _, note = source.partition(": ")
+            key = f"{section}.{f.name}"
+            kind, note = source_kind(section, f.name)
             default = f.default
             value = getattr(obj, f.name)
-            rows.append(
-                {
-                    "field": f"{section}.{f.name}",
-                    "value": repr(value),
-                    "origin": origin if value == default else f"{origin} (overridden)",
-                    "note": note,
-                }
-            )
+            if value == default:
+                origin = kind
+            else:
+                reason = reasons.get(key)
+                given_kind, sep, given_note = (reason or "").partition(": ")
+                if reason and sep and given_kind in SOURCE_KINDS:
+                    kind, reason = given_kind, given_note
+                elif kind == "paper":
+                    kind = "deviation"
+                    reason = f"the paper: {default!r} ({note}); {reason or 'changed here'}"
+                elif kind == "deviation" and f.metadata.get("paper_value", object()) == value:
+                    kind = "paper"
+                    reason = f"the paper's value; our default {default!r}: {note}"
+                origin = f"{kind} (overridden)"
+                note = reason or note
+            rows.append({"field": key, "value": repr(value), "origin": origin, "note": note})
     return rows
 
 
@@ -323,7 +396,26 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
 # config stays instant (tests/test_config.py keeps the copies equal to the originals).
 MODELS = ("can", "mgn", "global")
 BACKBONES = ("resnet50", "resnet34", "resnet18", "resnet18-half", "resnet18-quarter")
-LOSS_MODES = ("ce", "ce+triplet", "ce+triplet+center", "global+local")
+LOSS_MODES = ("ce", "ce+triplet", "ce+triplet+center", "global+local", "mgn")
+# Loss modes with a center loss / with a triplet loss (losses._MODES, kept equal by the tests).
+CENTER_MODES = ("ce+triplet+center", "global+local")
+TRIPLET_MODES = ("ce+triplet", "ce+triplet+center", "global+local", "mgn")
+
+# Fields a model ignores (engine.build_model_from_config never passes them, or the model's
+# preset fixes them), with why: setting one would train the same network under a new hash.
+IGNORED_BY_MODEL: dict[str, dict[str, str]] = {
+    "mgn": {
+        "parts": "MGN fixes its branches: global, 2 and 3 stripes",
+        "collaborative": "MGN has no collaborative attention",
+        "pooling": "MGN keeps its own stripe pooling",
+        "scale": "MGN uses linear classifiers",
+    },
+    "global": {
+        "parts": "the global-only model has no part branches",
+        "collaborative": "the global-only model has no stripes to merge",
+        "pooling": "one stripe, the whole map, is pooled the same under either rule",
+    },
+}
 
 
 def _check(condition: bool, message: str) -> None:
@@ -353,7 +445,6 @@ def _validate(cfg: ExperimentConfig) -> None:
     _choice("data.cuhk03_subset", d.cuhk03_subset, ("labeled", "detected", "both"))
     _choice("data.epoch", d.epoch, ("identities", "images"))
     _choice("data.pipeline", d.pipeline, ("auto", "cpu", "gpu"))
-    _check(d.cache_height >= 8 and d.cache_width >= 4, "data.cache_height/cache_width too small")
     for key in ("height", "width", "p", "k"):
         _check(getattr(d, key) >= 1, f"data.{key} must be >= 1 (got {getattr(d, key)})")
     _check(d.height % 16 == 0 and d.width % 8 == 0,
@@ -377,6 +468,7 @@ def _validate(cfg: ExperimentConfig) -> None:
     _finite("loss.center_weight", lo.center_weight, 0, strict=False)
     _finite("loss.center_lr", lo.center_lr, 0, strict=True)
     _check(0.0 <= lo.label_smoothing < 1.0, "loss.label_smoothing must be in [0, 1)")
+    _check_no_ignored_fields(cfg)
     _check(t.epochs >= 1, f"train.epochs must be >= 1 (got {t.epochs})")
     _finite("train.lr", t.lr, 0, strict=True)
     _check(0 < t.gamma <= 1, f"train.gamma must be in (0, 1] (got {t.gamma})")
@@ -396,3 +488,34 @@ def _validate(cfg: ExperimentConfig) -> None:
     _choice("eval.metric", e.metric, ("cosine", "euclidean"))
     _check(e.batch_size >= 1, f"eval.batch_size must be >= 1 (got {e.batch_size})")
     _check(e.max_rank >= 10, f"eval.max_rank must be >= 10, the tables show rank-10 (got {e.max_rank})")
+
+
+def _check_no_ignored_fields(cfg: ExperimentConfig) -> None:
+    """Refuse a field that the chosen model or loss mode ignores, when it is not the default."""
+    m, lo = cfg.model, cfg.loss
+    defaults_m, defaults_lo = ModelConfig(), LossConfig()
+    for name, why in IGNORED_BY_MODEL.get(m.name, {}).items():
+        value = getattr(m, name)
+        _check(
+            value == getattr(defaults_m, name),
+            f"model.{name}={value!r} has no effect on model.name={m.name!r} ({why}); remove it",
+        )
+    _check(
+        lo.mode != "mgn" or m.name == "mgn",
+        f"loss.mode='mgn' is MGN's own loss recipe, for model.name='mgn' (got {m.name!r}); use "
+        "loss.mode=ce+triplet, the same terms, for another model",
+    )
+    if lo.mode not in TRIPLET_MODES:
+        _check(
+            lo.margin == defaults_lo.margin,
+            f"loss.margin={lo.margin!r} has no effect on loss.mode={lo.mode!r} (no triplet "
+            "loss); remove it",
+        )
+    if lo.mode not in CENTER_MODES:
+        for name in ("center_weight", "center_lr"):
+            value = getattr(lo, name)
+            _check(
+                value == getattr(defaults_lo, name),
+                f"loss.{name}={value!r} has no effect on loss.mode={lo.mode!r} (no center "
+                "loss); remove it",
+            )

@@ -580,7 +580,7 @@ def _find_cuhk03_files(root: Path, subsets: Sequence[str]) -> tuple[Path, dict[s
     return mat_path, split_paths
 
 
-def load_cuhk03(root: Path, *, subset: str = "labeled") -> ReIDDataset:
+def load_cuhk03(root: Path, *, subset: str = "both") -> ReIDDataset:
     """CUHK03 under the new protocol (767 training / 700 test identities).
 
     Reference: Li et al. DeepReID: Deep Filter Pairing Neural Network for Person
@@ -597,10 +597,10 @@ def load_cuhk03(root: Path, *, subset: str = "labeled") -> ReIDDataset:
 
     Args:
         root: Dataset folder.
-        subset: ``"labeled"`` (hand-drawn boxes), ``"detected"`` (DPM boxes) or ``"both"``.
-            Default ``"labeled"`` (ours). ``"both"`` is the paper's setting (Sec. 4.3: "all
-            testing images are used without splitting into labeled and detected groups"), our
-            reading of it: both subsets' new-protocol splits pooled. Pids are the split files'
+        subset: ``"both"`` (default, the paper's setting, §4.7: "all testing images are used
+            without splitting into labeled and detected groups"), ``"labeled"`` (hand-drawn
+            boxes) or ``"detected"`` (DPM boxes). ``"both"`` is our reading of the paper's
+            sentence: both subsets' new-protocol splits pooled. Pids are the split files'
             labels, shared by the two subsets (the same person), so training sees both boxes
             of each person under one relabelled id; query and gallery are the concatenations.
             Camera ids are the view within the pair (0 or 1), as in torchreid.

@@ -6,6 +6,10 @@ Paper: Li et al., "Collaborative Attention Network for Person Re-identification"
 Batch-hard triplet: Hermans et al., "In Defense of the Triplet Loss for Person Re-Identification"
 (arXiv:1703.07737). Center loss: Wen et al., "A Discriminative Feature Learning Approach for Deep
 Face Recognition" (ECCV 2016), used for re-ID as in BoT (Luo et al., arXiv:1903.07071).
+The ``mgn`` mode is the MGN baseline's own recipe: Wang et al., "Learning Discriminative Features
+with Multiple Granularities for Person Re-Identification" (ACM MM 2018, arXiv:1804.01438), as
+implemented by MGN-pytorch (github.com/seathiefwang/MGN-pytorch, ``loss/__init__.py`` and
+``option.py``).
 
 All losses read the model's train-mode output (see ``canlib.model``): ``features`` (B, F, D) for
 the clustering losses, ``logits`` (B, F, C) for cross-entropy.
@@ -36,6 +40,10 @@ _MODES: dict[str, tuple[bool, bool, bool]] = {
     "ce+triplet": (True, False, False),
     "ce+triplet+center": (True, True, False),
     "global+local": (True, True, True),
+    # MGN (Wang et al. 2018; MGN-pytorch loss/__init__.py): softmax on all 8 features, averaged
+    # over the 8 classifiers; batch-hard triplet on the 3 global features, averaged over them;
+    # no center loss. The margin is loss.margin: MGN-pytorch's --margin default is 1.2.
+    "mgn": (True, False, False),
 }
 LOSS_MODES: tuple[str, ...] = tuple(_MODES)
 
@@ -94,9 +102,10 @@ def batch_hard_triplet_loss(
     triplet and contributes nothing.
 
     Paper: squared Euclidean distances and a sum over anchors (eq. 7), margin not given.
-    Ours: the default is ``squared=False, margin=0.3`` (MGN-pytorch, BoT, fast-reid: margin 0.3 on
-    plain distances; 0.3 on squared distances would be a different, scale-dependent constraint),
-    and the mean over valid anchors instead of the sum, so the loss does not grow with the batch.
+    Ours: the default is ``squared=False, margin=0.3`` (BoT, fast-reid: margin 0.3 on plain
+    distances; 0.3 on squared distances would be a different, scale-dependent constraint;
+    MGN-pytorch uses plain distances with margin 1.2), and the mean over valid anchors instead of
+    the sum, so the loss does not grow with the batch.
 
     Args:
         features: (B, D) or (B, F, D) embeddings (pre-BN features in CAN).
@@ -207,11 +216,18 @@ def _validate(
 class CANLoss(nn.Module):
     """Equation (5) with Table 4's switches: ``total = ce + triplet + center_weight * L_C``.
 
-    Modes (Table 4): ``ce``; ``ce+triplet`` (triplet on the global features only, as MGN and
-    Tables 2-3); ``ce+triplet+center`` (both clustering losses on the global features only); and
+    Modes (Table 4): ``ce``; ``ce+triplet`` (triplet on the global features only, as in Tables
+    2-3); ``ce+triplet+center`` (both clustering losses on the global features only); and
     ``global+local`` (both on every feature, the paper's best, the default). Cross-entropy always
     covers every feature's logits. The clustering losses see ``outputs["features"]`` (pre-BN) and
     are averaged over the selected features (as MGN averages its triplet terms).
+
+    ``mgn`` is the MGN baseline's own recipe (Wang et al., "Learning Discriminative Features with
+    Multiple Granularities for Person Re-Identification", ACM MM 2018; MGN-pytorch
+    ``loss/__init__.py``): cross-entropy on all 8 features' logits averaged over the 8
+    classifiers, batch-hard triplet on the 3 global features averaged over them, no center loss;
+    with MGN-pytorch's margin 1.2 (``--margin``), which the MGN table rows set. On the MGN model
+    it computes the same terms as ``ce+triplet``; the name says whose recipe a run follows.
 
     Args:
         num_classes: C, training identities.
@@ -219,7 +235,7 @@ class CANLoss(nn.Module):
         feat_dim: D, feature size (``model.embed_dim``).
         is_global: F bools (``model.is_global``).
         mode: one of :data:`LOSS_MODES`. Default ``global+local``.
-        margin: triplet margin. Default 0.3 (ours, MGN / BoT).
+        margin: triplet margin. Default 0.3 (ours, BoT; MGN-pytorch uses 1.2).
         center_weight: lambda. Default 5e-4 (paper section 4.6).
         squared: triplet on squared distances (eq. 7 literally). Default False (ours).
         soft_margin: soft-margin triplet. Default False.

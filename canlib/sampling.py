@@ -5,7 +5,8 @@ of 32), so that batch-hard triplet and center losses always see positives and ne
 
 How public code does it, and what canlib does differently:
 
-- MGN-pytorch (``data/sampler.py``, ``RandomSampler``), the code the paper builds on: an
+- MGN-pytorch (``data/sampler.py``, ``RandomSampler``; the paper cites MGN's multi-branch
+  design as its inspiration, §2.3, but does not say whose code or epoch it used): an
   epoch shuffles the identities and draws K images of each (a short identity's images are
   repeated K times, then K are drawn without replacement); the DataLoader cuts this stream
   into batches of 32, keeping the last, partial batch (751 x 4 / 32 -> 94 steps on

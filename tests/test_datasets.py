@@ -470,6 +470,15 @@ def test_cuhk03_both_pools_labeled_and_detected(tmp_path: Path) -> None:
     assert [(r.pid, r.camid) for r in ds.gallery] == [(9, 1), (9, 1)]
 
 
+def test_cuhk03_default_is_the_papers_pooled_test_set(tmp_path: Path) -> None:
+    # Paper §4.7: "all testing images are used without splitting into labeled and detected
+    # groups". The fixture has 6 labeled + 5 detected train images and one query per subset.
+    make_cuhk03(tmp_path)
+    ds = build_quietly("cuhk03", tmp_path)
+    assert ds.info["subset"] == "both"
+    assert len(ds.train) == 6 + 5 and len(ds.query) == 2 and len(ds.gallery) == 2
+
+
 def test_cuhk03_mat_under_release_folder(tmp_path: Path) -> None:
     mat_dir = make_cuhk03(tmp_path, release_dir=True)
     ds = build_quietly("cuhk03", tmp_path, subset="detected")

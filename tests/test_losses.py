@@ -150,6 +150,7 @@ def test_canloss_switches_select_features(mode):
         "ce+triplet": [0, 2],
         "ce+triplet+center": [0, 2],
         "global+local": [0, 1, 2, 3],
+        "mgn": [0, 2],
     }[mode]
     ce = cross_entropy_loss(out["logits"], pids)
     trip = 0.0
@@ -209,3 +210,44 @@ def test_canloss_rejects_bad_config(kwargs, match):
     args = {"num_classes": 5, "num_features": 4, "feat_dim": 6, "is_global": IS_GLOBAL, **kwargs}
     with pytest.raises(ConfigError, match=match):
         CANLoss(**args)
+
+
+def _ce_reference(logits, pids):
+    """-log softmax of the true class, one classifier, mean over the batch (Python loops)."""
+    rows = logits.tolist()
+    terms = []
+    for row, y in zip(rows, pids):
+        top = max(row)
+        log_z = top + math.log(sum(math.exp(v - top) for v in row))
+        terms.append(log_z - row[y])
+    return sum(terms) / len(terms)
+
+
+def test_mgn_loss_is_softmax_on_all_8_and_triplet_on_the_3_globals():
+    # MGN-pytorch loss/__init__.py: the triplet term is the mean over outputs[1:4] (the 3
+    # global reductions), the cross-entropy term the mean over outputs[4:] (the 8 classifiers'
+    # logits); margin 1.2 (option.py); no center loss. canlib's MGN orders its 8 features
+    # global, part_2 (global + 2 stripes), part_3 (global + 3 stripes).
+    from canlib.model import build_model
+
+    model = build_model(
+        "mgn", 5, backbone="resnet18-quarter", pretrained=False, embed_dim=6, input_size=(96, 32)
+    )
+    assert model.is_global == [True, True, False, False, True, False, False, False]
+    out = _outputs(b=8, f=8, d=6, c=5, seed=7)
+    pids = [0, 0, 1, 1, 2, 2, 3, 3]
+    crit = CANLoss(5, 8, 6, model.is_global, mode="mgn", margin=1.2).double()
+    got = crit(out, torch.tensor(pids))
+    ce = sum(_ce_reference(out["logits"][:, f], pids) for f in range(8)) / 8
+    trip = sum(
+        _triplet_reference(out["features"][:, f], pids, 1.2, False, False) for f in (0, 1, 4)
+    ) / 3
+    assert trip > 0  # the hinge is active: the check compares real values
+    assert crit.center is None and list(crit.parameters()) == []
+    assert got["ce"].item() == pytest.approx(ce, rel=1e-9)
+    assert got["triplet"].item() == pytest.approx(trip, rel=1e-9)
+    assert got["center"].item() == 0.0
+    assert got["total"].item() == pytest.approx(ce + trip, rel=1e-9)
+    # The local features (stripes) never reach the triplet term.
+    out["features"][:, [2, 3, 5, 6, 7]] += 100.0
+    assert crit(out, torch.tensor(pids))["triplet"].item() == pytest.approx(trip, rel=1e-9)
