@@ -8,8 +8,9 @@ already in memory (decoding is not timed; the image cache does it once):
   (what a DataLoader worker and the default collate do, minus the inter-process transfer);
 * batched: ``BatchedTrainAugment`` on the ``(B, 3, h, w)`` batch with one generator.
 
-Sources are 128 x 64 (Market-1501's crop size, the default cache: upsampled to 384 x 128 in
-the pipeline) and 384 x 128 (a cache at the input size: no resize). Prints a Markdown table
+Sources are 128 x 64 (Market-1501's crop size: the resize path, which the engine no longer
+takes, since issue 15 it caches at the input size) and 384 x 128 (a cache at the input size, the
+engine's: no resize). Prints a Markdown table
 with the median and min of ``--repeats`` timed runs (after one warm-up) and the speed-up of
 the batched path over the per-sample one measured in the same run.
 

@@ -5,8 +5,8 @@ time in CPU worker processes; on a fast GPU with few CPU cores that, not the mod
 training speed. This module removes the CPU from the training loop:
 
 1. :class:`ImageCache` decodes the whole training set once into one ``uint8`` tensor
-   ``(N, 3, h, w)`` (optionally saved to disk, so a second run skips decoding) and moves it
-   to the device.
+   ``(N, 3, H, W)`` at the model's input size (optionally saved to disk, so a second run skips
+   decoding) and moves it to the device.
 2. :class:`BatchedTrainAugment` runs the same steps as
    :class:`canlib.transforms.TrainTransform` (resize, flip, zero-pad + random crop,
    normalise, random erasing) on a whole ``(B, 3, h, w)`` batch with tensor operations, its
@@ -42,8 +42,40 @@ logger = logging.getLogger(__name__)
 
 _CACHE_FORMAT = "canlib.ImageCache"
 _CACHE_VERSION = 1
-# Market-1501's crop size: its images are stored at 128 x 64 and need no resampling.
-DEFAULT_CACHE_SIZE = (128, 64)
+
+
+def cache_nbytes(num_images: int, height: int, width: int) -> int:
+    """Bytes of the images of a cache of ``num_images`` RGB ``uint8`` images at ``height x width``."""
+    return num_images * 3 * height * width
+
+
+def check_cache_fits(
+    num_images: int, height: int, width: int, free_bytes: int, where: str = "the device"
+) -> None:
+    """Refuse a cache that would take more than half of the device's free memory.
+
+    The other half is left to the model, its activations and the optimiser. Falling back to
+    the CPU pipeline silently is not an option: the pipeline decides the random draws, so two
+    runs of one config would differ in a way their config hash does not record.
+
+    Args:
+        num_images: Training images N.
+        height: Cache height (the model's input height).
+        width: Cache width (the model's input width).
+        free_bytes: Free memory of the device (``torch.cuda.mem_get_info(device)[0]``).
+        where: The device's name, for the message.
+
+    Raises:
+        ConfigError: Naming the size needed, the memory free and the fix.
+    """
+    needed = cache_nbytes(num_images, height, width)
+    if needed > free_bytes // 2:
+        raise ConfigError(
+            f"the decoded training images ({num_images:,} at {height}x{width}, uint8) need "
+            f"{needed / 1e9:.2f} GB on {where}, more than half of its {free_bytes / 1e9:.2f} GB "
+            "free (the rest is for training); train with --set data.pipeline=cpu, which decodes "
+            "images per batch on the CPU"
+        )
 
 
 # --- the decoded image cache ------------------------------------------------------------
@@ -79,15 +111,20 @@ def decode_to_size(path: str | Path, height: int, width: int) -> torch.Tensor:
 class ImageCache:
     """The decoded training images, one ``uint8`` tensor, with their pids and camera ids.
 
-    Memory: ``N * 3 * h * w`` bytes. Market-1501's 12,936 training crops at the default
-    128 x 64 take 12,936 x 24,576 B = 318 MB (at 384 x 128, the model's input size, 1.9 GB),
-    small next to a GPU's memory, so the whole set stays on the device.
+    Size: the training engine caches at the model's input size (``data.height x data.width``),
+    so every image is resized once, from its original file, exactly as the CPU pipeline and
+    the test transform do (the only difference is the rounding of the resized pixels to
+    ``uint8``, at most half a grey level), and a batch needs no resize at all. A smaller cache
+    (Market-1501's native 128 x 64) would train DukeMTMC-reID, CUHK03 and MSMT17, whose crops
+    are larger and vary in size, on blurrier images than it tests on; a per-image original
+    size cannot be stacked into one tensor.
 
-    Ours: caching at 128 x 64 and upsampling per batch gives exactly the CPU pipeline's
-    result for Market-1501 and DukeMTMC-reID-style crops stored at that size. For datasets with
-    images of other sizes (CUHK03, MSMT17) it resizes twice (to the cache size, rounded to
-    ``uint8``, then to the input size), a small departure; build the cache at the model's
-    input size to avoid it.
+    Memory: ``N * 3 * H * W`` bytes. At 384 x 128 (147,456 B per image): Market-1501's
+    12,936 training images take 1.91 GB (1.78 GiB), DukeMTMC-reID's 16,522 take 2.44 GB
+    (2.27 GiB), CUHK03's 14,733 (labeled and detected) 2.17 GB, MSMT17's 32,621 4.81 GB.
+    The engine refuses a cache larger than half the device's free memory
+    (:func:`check_cache_fits`) and names ``--set data.pipeline=cpu``; building it also needs
+    that much host memory, once.
 
     Build one with :meth:`build`, or :meth:`load_or_build` to reuse a saved cache.
 
@@ -127,8 +164,8 @@ class ImageCache:
     def build(
         cls,
         records: Sequence[Record],
-        height: int = DEFAULT_CACHE_SIZE[0],
-        width: int = DEFAULT_CACHE_SIZE[1],
+        height: int,
+        width: int,
         *,
         num_threads: int | None = None,
         progress: bool = True,
@@ -137,8 +174,8 @@ class ImageCache:
 
         Args:
             records: ``(path, pid, camid)`` tuples (e.g. ``dataset.train``).
-            height: Cache height in pixels. Default 128 (Market-1501's crops).
-            width: Cache width in pixels. Default 64.
+            height: Cache height in pixels (the engine passes the model's input height).
+            width: Cache width in pixels (the model's input width).
             num_threads: Decoding threads (PIL and torch release the GIL while decoding and
                 resizing); 1 decodes in the calling thread. Default None: ``min(8, cpu count)``.
             progress: Show a tqdm bar. Default True.
@@ -306,8 +343,8 @@ class ImageCache:
         cls,
         path: str | Path,
         records: Sequence[Record],
-        height: int = DEFAULT_CACHE_SIZE[0],
-        width: int = DEFAULT_CACHE_SIZE[1],
+        height: int,
+        width: int,
         *,
         num_threads: int | None = None,
         progress: bool = True,
@@ -317,8 +354,8 @@ class ImageCache:
         Args:
             path: Cache file, read if valid and (re)written otherwise.
             records: ``(path, pid, camid)`` tuples the cache must hold.
-            height: Cache height. Default 128.
-            width: Cache width. Default 64.
+            height: Cache height.
+            width: Cache width.
             num_threads: Decoding threads for a rebuild (see :meth:`build`).
             progress: Show a tqdm bar while decoding. Default True.
         """

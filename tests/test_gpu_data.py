@@ -474,3 +474,69 @@ def test_cuda_matches_cpu_without_randomness_and_is_deterministic():
     sampler = PKSampler(cache.pids.cpu().tolist(), p=2, k=2)
     images, pids = next(gpu_batches(cache, sampler, BatchedTrainAugment(cfg), "cuda", cuda_gen))
     assert images.is_cuda and pids.is_cuda
+
+
+# --- the engine's cache size: the model's input size ------------------------------------------
+
+
+def test_gpu_and_cpu_paths_train_on_the_same_pixels_for_crops_not_128x64(tmp_path, monkeypatch):
+    """Issue 15: a 128x64 cache upsampled per batch trained on blurrier images than the test.
+
+    With augmentation off both paths must give the test transform's image: a resize of the
+    original JPEG to the input size. The only allowed difference is the cache's rounding to
+    uint8, half a grey level: 0.5 / 255 / std (smallest std 0.224) < 0.0088 after normalising.
+    """
+    from canlib import engine, experiments
+
+    monkeypatch.setenv("CANLIB_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "crops"
+    root.mkdir()
+    records = []
+    for i in range(8):
+        height, width = (256, 100) if i % 2 else (300, 120)
+        # Smooth colour fields plus noise: detail a 128x64 cache would blur away.
+        rng = np.random.default_rng(i)
+        yy, xx = np.mgrid[0:height, 0:width]
+        base = np.stack([(yy * (3 + c) + xx * (5 - c)) % 256 for c in range(3)], axis=-1)
+        noise = rng.integers(-40, 41, (height, width, 3))
+        array = np.clip(base + noise, 0, 255).astype(np.uint8)
+        path = root / f"{i:04d}.jpg"
+        Image.fromarray(array).save(path, quality=95)
+        records.append((str(path), i // 2, i % 2))
+    overrides = ["data.flip_p=0", "data.pad=0", "data.erasing_p=0", "data.height=192",
+                 "data.width=64", "data.p=2", "data.k=2"]
+    batches = {}
+    for pipeline in ("cpu", "gpu"):
+        cfg = experiments.profile("smoke", [*overrides, f"data.pipeline={pipeline}"])
+        sampler = PKSampler([r[1] for r in records], p=2, k=2, seed=0)
+        make = engine.build_pipeline(cfg, records, torch.device("cpu"), progress=False)
+        batches[pipeline] = list(make(sampler, 0))
+    assert list((tmp_path / "cache" / "image-cache").glob("*-192x64.pt"))
+    assert len(batches["cpu"]) == len(batches["gpu"]) == 2
+    test_transform = build_test_transform(TransformConfig(height=192, width=64))
+    expected = torch.stack([test_transform(decode_image(path)) for path, _, _ in records])
+    for (cpu_images, cpu_pids), (gpu_images, gpu_pids) in zip(batches["cpu"], batches["gpu"]):
+        assert torch.equal(cpu_pids, gpu_pids)
+        assert gpu_images.shape == cpu_images.shape == (4, 3, 192, 64)
+        assert (gpu_images - cpu_images).abs().max() < 0.0088
+    # The CPU path is the test transform itself (a plain second implementation of the resize).
+    cpu_all = torch.cat([images for images, _ in batches["cpu"]])
+    order = [i for batch in PKSampler([r[1] for r in records], p=2, k=2, seed=0) for i in batch]
+    assert torch.allclose(cpu_all, expected[order], atol=1e-6)
+    # The old 128x64 cache, upsampled, differs far beyond that tolerance on these crops.
+    old = BatchedTrainAugment(TransformConfig(height=192, width=64, flip_p=0, pad=0, erasing_p=0))
+    blurred = old(ImageCache.build(records, 128, 64, num_threads=1, progress=False).images, _gen(0))
+    assert (blurred - expected).abs().max() > 0.5
+
+
+def test_a_cache_larger_than_half_the_free_device_memory_is_refused_with_the_fix():
+    from canlib.errors import ConfigError
+    from canlib.gpu_data import cache_nbytes, check_cache_fits
+
+    # Market-1501: 12,936 x 3 x 384 x 128 = 1,907,490,816 B; DukeMTMC-reID 16,522 images:
+    # 2,436,268,032 B (worked out by hand: 147,456 B per image).
+    assert cache_nbytes(12_936, 384, 128) == 1_907_490_816
+    assert cache_nbytes(16_522, 384, 128) == 2_436_268_032
+    check_cache_fits(12_936, 384, 128, 4_000_000_000, "cuda:0")  # 1.91 GB <= 2.0 GB
+    with pytest.raises(ConfigError, match=r"1\.91 GB on cuda:0.*3\.00 GB free.*data\.pipeline=cpu"):
+        check_cache_fits(12_936, 384, 128, 3_000_000_000, "cuda:0")
