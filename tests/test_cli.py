@@ -305,6 +305,25 @@ def test_check_data_refuses_a_truncated_image_by_name_or_lists_it(tmp_path):
     assert "train: 39 readable, 1 unreadable" in listed.stdout and victim.name in listed.stdout
 
 
+def test_train_refuses_a_truncated_training_jpeg_by_name_before_any_step(tmp_path):
+    # Issue 15: the smoke run used to draw 2 x 2 batches, miss the file and exit 0.
+    root = tmp_path / "market"
+    write_tiny_market(root)
+    victim = max((root / "bounding_box_train").glob("*.jpg"))
+    victim.write_bytes(victim.read_bytes()[:300])  # cut the JPEG short
+    env = {**ENV, "CANLIB_CACHE": str(tmp_path / "cache")}
+    run_dir = tmp_path / "run"
+    refused = subprocess.run(
+        canlib_command("train", *data_args(root), "--out", str(run_dir)), cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    last = refused.stderr.strip().splitlines()[-1]
+    assert str(victim) in last and "1 of 40 training images cannot be decoded" in last
+    assert "before its first step" in last and "check-data --dataset market1501" in last
+    assert not (run_dir / "metrics.jsonl").exists() and not list(run_dir.glob("checkpoint-*"))
+
+
 @pytest.mark.parametrize(("device", "backend"), [
     ("auto", "nccl"), ("cuda", "nccl"), ("cpu", "gloo"),
 ])

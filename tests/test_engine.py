@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from canlib import checkpoint, engine, experiments
-from canlib.errors import CheckpointError, ConfigError, NonFiniteError
+from canlib.errors import CheckpointError, ConfigError, DatasetError, NonFiniteError
 
 # Keys of the final metrics that depend on the trained weights (not on timing or memory).
 SCORE_KEYS = ("rank1", "rank3", "rank5", "rank10", "mAP", "mINP", "num_valid")
@@ -313,7 +313,7 @@ def test_device_resident_pipeline_trains_and_resumes_exactly(market_root, tmp_pa
     whole = engine.train(cfg, tmp_path / "whole", progress=False)
     engine.train(cfg, tmp_path / "cut", stop_after_steps=3, progress=False)
     resumed = engine.train(cfg, tmp_path / "cut", resume=True, progress=False)
-    assert list((tmp_path / "cache" / "image-cache").glob("*-128x64.pt"))
+    assert list((tmp_path / "cache" / "image-cache").glob("*-144x48.pt"))  # the input size
     a = checkpoint.load_checkpoint(checkpoint.list_checkpoints(tmp_path / "whole")[-1])["model"]
     b = checkpoint.load_checkpoint(checkpoint.list_checkpoints(tmp_path / "cut")[-1])["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -440,3 +440,51 @@ def test_main_rank_first_lets_rank_0_write_before_the_others_read(tmp_path):
 
 def test_main_rank_first_without_a_process_group_just_calls():
     assert engine.main_rank_first(lambda: 42) == 42
+
+
+@pytest.mark.parametrize("pipeline", ["cpu", "gpu"])
+def test_a_truncated_training_image_is_refused_by_name_before_the_first_step(
+    tmp_path, monkeypatch, pipeline
+):
+    monkeypatch.setenv("CANLIB_CACHE", str(tmp_path / "cache"))
+    root = write_tiny_market(tmp_path / "market")
+    victims = sorted((root / "bounding_box_train").glob("*.jpg"))[5:7]
+    for victim in victims:
+        victim.write_bytes(victim.read_bytes()[:300])
+
+    def no_step(*args, **kwargs):
+        raise AssertionError("no training step may run before the images are checked")
+
+    monkeypatch.setattr(engine, "train_step", no_step)
+    cfg = smoke_config(root, f"data.pipeline={pipeline}")
+    with pytest.raises(DatasetError) as error:
+        engine.train(cfg, tmp_path / "run", progress=False)
+    message = str(error.value)
+    assert "2 of 40 training images cannot be decoded" in message
+    assert all(str(victim) in message for victim in victims)
+    assert not (tmp_path / "cache" / "image-cache").exists()  # refused before the cache
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_passed_image_check_is_remembered_until_a_file_changes(tmp_path, monkeypatch):
+    import canlib.datasets
+
+    monkeypatch.setenv("CANLIB_CACHE", str(tmp_path / "cache"))
+    root = write_tiny_market(tmp_path / "market")
+    records = [(str(p), 0, 0) for p in sorted((root / "bounding_box_train").glob("*.jpg"))]
+    calls = []
+    real = canlib.datasets.check_images
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(canlib.datasets, "check_images", counting)
+    engine.check_train_images(records, progress=False)
+    engine.check_train_images(records, progress=False)
+    assert len(calls) == 1  # the second run only stats the files
+    victim = Path(records[3][0])
+    victim.write_bytes(victim.read_bytes()[:300])  # changes size and mtime
+    with pytest.raises(DatasetError, match=victim.name):
+        engine.check_train_images(records, progress=False)
+    assert len(calls) == 2

@@ -630,8 +630,6 @@ OUT_OF_RANGE: dict[str, list[Any]] = {
     "data.erasing_p": [2.0],
     "data.num_workers": [-1],
     "data.pipeline": ["fast"],
-    "data.cache_height": [4],
-    "data.cache_width": [2],
     "model.name": ["resnet"],
     "model.backbone": ["vgg16"],
     "model.parts": [(5, 3), (0, 3), ()],
