@@ -167,8 +167,8 @@ def test_paper_profile_has_no_weight_decay_and_miniatures_keep_5e_4():
     "overrides, message",
     [
         (["model.name=mgn", "model.scale=30"],
-         "model.scale=30.0 has no effect on model.name='mgn' (MGN uses linear classifiers); "
-         "remove it"),
+         ("model.scale=30.0 has no effect on model.name='mgn' (MGN uses linear classifiers); "
+          "remove it")),
         (["model.name=mgn", "model.parts=2,3"], "model.parts=(2, 3) has no effect on model.name='mgn'"),
         (["model.name=mgn", "model.collaborative=false"],
          "model.collaborative=False has no effect on model.name='mgn'"),
