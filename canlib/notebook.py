@@ -8,9 +8,10 @@ the overrides and where results, figures and runs go.
 
 from __future__ import annotations
 
+import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,10 @@ from canlib.errors import ConfigError
 from canlib.experiments import TABLES, experiment, profile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Reference values of the committed notebooks' default run, with tolerances measured across
+# CPU numeric settings (written by benchmarks/numeric_spread.py; see check_reference).
+REFERENCE_DIR = REPO_ROOT / "notebooks" / "reference"
+TRAINED_METRICS = ("mAP", "mINP", "rank1", "rank3", "rank5", "rank10")
 # The rows that are the paper's full CAN: a user's ``checkpoint`` is scored in their place.
 CAN_ROWS = {("table4", "global & local to L_c"), ("figure4", "CAN"), ("sota", "CAN")}
 
@@ -74,6 +79,15 @@ class NotebookRun:
         from canlib.results import run_description
 
         return run_description(self.base_config())
+
+    def check_reference(self, table: str, measured: Mapping[str, Mapping[str, Any]]) -> None:
+        """Print how ``measured`` rows of ``table`` compare with the committed reference.
+
+        The printed sentence holds only constants (row counts, tolerances), so nbval can
+        check it exactly on any machine; a value outside its tolerance raises instead. See
+        :func:`compare_with_reference`.
+        """
+        print(compare_with_reference(self, table, measured))
 
 
 def start(
@@ -156,10 +170,24 @@ def _validated(name: str, items: list[str]) -> ExperimentConfig:
         raise ConfigError(f"bad notebook parameter: {exc}") from None
 
 
-def check_metrics(measured: dict[str, dict[str, Any]], rows: Iterable[str],
+def check_metrics(measured: Mapping[str, Mapping[str, Any]], table: str,
+                  rows: Iterable[str] | None = None,
                   columns: Iterable[str] = ("mAP", "rank1")) -> None:
-    """Post-condition: every row was measured and each metric is a finite percentage."""
-    for row in rows:
+    """Post-condition: every row of ``table`` was measured, each metric a finite percentage.
+
+    Args:
+        measured: row name -> metrics in percent.
+        table: a table of :data:`canlib.experiments.TABLES`; its rows are what must be there.
+        rows: a subset of the table's rows (default: all of them).
+        columns: the metrics to check.
+    """
+    if table not in TABLES:
+        raise ConfigError(f"unknown table {table!r}; choose one of {', '.join(TABLES)}")
+    expected = list(TABLES[table]) if rows is None else list(rows)
+    unknown = [row for row in [*expected, *measured] if row not in TABLES[table]]
+    if unknown:
+        raise AssertionError(f"row(s) {unknown} are not rows of {table}: {list(TABLES[table])}")
+    for row in expected:
         if row not in measured:
             raise AssertionError(f"row {row!r} was not measured")
         for col in columns:
@@ -207,3 +235,169 @@ def figure_inputs(data, cfg: ExperimentConfig, count: int = 4):
         for q, _ in pairs
     ]
     return queries, matches, raw
+
+
+# ----------------------------------------------------------------------------- reference checks
+
+
+def fingerprint(cfg: ExperimentConfig, data=None) -> dict[str, dict[str, float]]:
+    """Numbers of the *untrained* model of ``cfg`` that any correct machine reproduces.
+
+    The model is initialised from ``train.seed``. ``loss`` holds its loss parts (train mode)
+    on a fixed batch: the first ``k`` images (sorted by path) of the first ``p`` train
+    identities, test transform, no augmentation. ``untrained`` holds its test metrics. No
+    training amplifies rounding here, so two CPUs agree to about 1e-6 relative; a changed
+    model, loss or evaluation rule moves these numbers by far more.
+
+    Args:
+        cfg: one experiment (a table row).
+        data: the dataset of ``cfg`` if already built (saves rebuilding it per row).
+    """
+    import torch
+
+    from canlib import engine
+    from canlib.transforms import build_test_transform, decode_image
+
+    data = engine.build_data(cfg) if data is None else data
+    engine.seed_everything(cfg.train.seed)
+    parts = engine.build_training(cfg, data.num_train_pids, torch.device("cpu"))
+    batch = _fixed_batch(data.train, cfg.data.p, cfg.data.k)
+    transform = build_test_transform(engine.transform_config(cfg))
+    images = torch.stack([transform(decode_image(path)) for path, _, _ in batch])
+    pids = torch.tensor([pid for _, pid, _ in batch])
+    parts.model.train()
+    with torch.no_grad():
+        losses = parts.criterion(parts.model(images), pids)
+    untrained = engine.evaluate_model(parts.model, data, cfg, device="cpu")
+    return {
+        "loss": {name: float(value) for name, value in losses.items()},
+        "untrained": {name: float(untrained[name]) for name in TRAINED_METRICS},
+    }
+
+
+def _fixed_batch(records, p: int, k: int) -> list[tuple[str, int, int]]:
+    by_pid: dict[int, list] = {}
+    for record in sorted(records, key=lambda r: (r[1], str(r[0]))):
+        by_pid.setdefault(record[1], []).append(record)
+    chosen = [group[:k] for group in by_pid.values() if len(group) >= k][:p]
+    if len(chosen) < p:
+        raise ConfigError(f"the train split has fewer than p={p} identities with k={k} images")
+    return [record for group in chosen for record in group]
+
+
+def load_reference(profile_name: str) -> dict[str, Any] | None:
+    """The committed reference of a profile (``notebooks/reference/<profile>.json``), if any."""
+    path = REFERENCE_DIR / f"{profile_name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def compare_with_reference(
+    run: NotebookRun, table: str, measured: Mapping[str, Mapping[str, Any]]
+) -> str:
+    """Check the rows of ``table`` against the committed reference, within its tolerances.
+
+    Three quantities per row, each with the tolerance stored in the reference (measured
+    across CPU numeric settings by ``benchmarks/numeric_spread.py``):
+
+    * the untrained model's loss parts on a fixed batch (relative tolerance, about 1e-4);
+    * the untrained model's test metrics;
+    * the trained metrics in ``measured`` (short runs amplify rounding, so these get the
+      widest band).
+
+    A row is compared only where the reference applies: same profile and config hash (a
+    non-default seed or override trains something else), on the CPU, not a checkpoint
+    scored in place of training.
+
+    Returns:
+        A sentence that holds only constants: safe for an exact nbval comparison.
+
+    Raises:
+        AssertionError: a value outside its tolerance, naming row, quantity, value,
+            reference and tolerance.
+    """
+    reference = load_reference(run.profile)
+    if reference is None:
+        return f"{table}: no committed reference for profile {run.profile!r}; nothing compared."
+    if run.device.type != reference["device"]:
+        return f"{table}: the reference was measured on {reference['device']}; nothing compared."
+    tolerance = reference["tolerance"]
+    rows = reference["values"].get(table, {})
+    compared, failures, data = [], [], None
+    for row, metrics in measured.items():
+        cfg = run.config(table, row)
+        ref = rows.get(row)
+        if ref is None or ref["config_hash"] != cfg.config_hash() or (
+            run.checkpoint is not None and (table, row) in CAN_ROWS
+        ):
+            continue
+        if data is None:
+            from canlib.engine import build_data
+
+            data = build_data(cfg)
+        found = fingerprint(cfg, data)
+        found["trained"] = {name: float(metrics[name]) for name in TRAINED_METRICS}
+        for quantity in ("loss", "untrained", "trained"):
+            failures += _outside(row, quantity, found[quantity], ref[quantity], tolerance[quantity])
+        compared.append(row)
+    if failures:
+        raise AssertionError(
+            f"{table}: {len(failures)} value(s) outside the reference's tolerance "
+            f"({REFERENCE_DIR.name}/{run.profile}.json):\n" + "\n".join(failures)
+        )
+    if not compared:
+        return f"{table}: the reference does not apply to these parameters; nothing compared."
+    trained = ", ".join(f"{k} ±{v:g}" for k, v in tolerance["trained"].items())
+    untrained = ", ".join(f"{k} ±{v:g}" for k, v in tolerance["untrained"].items())
+    return (
+        f"{table}: {len(compared)} of {len(measured)} rows match the {run.profile} reference. "
+        f"Untrained loss parts within {tolerance['loss']:g} (relative); untrained metrics "
+        f"within {untrained}; trained metrics within {trained} points."
+    )
+
+
+def _outside(row: str, quantity: str, found: Mapping[str, float], ref: Mapping[str, float],
+             tolerance: float | Mapping[str, float]) -> list[str]:
+    """Lines naming each value of ``found`` outside ``ref`` +- tolerance."""
+    lines = []
+    for name, expected in ref.items():
+        value = found[name]
+        if isinstance(tolerance, Mapping):
+            allowed = tolerance[name]
+        else:  # relative, with an absolute floor for parts that are zero
+            allowed = tolerance * max(abs(expected), 1.0)
+        if not abs(value - expected) <= allowed:
+            lines.append(
+                f"  {row}: {quantity} {name} = {value:.6g}, reference {expected:.6g} "
+                f"(allowed ±{allowed:.3g})"
+            )
+    return lines
+
+
+def reference_values(
+    profile_name: str, out_root: str | Path, overrides: list[str] | None = None
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Everything :func:`compare_with_reference` checks, for every row of every table.
+
+    Trains each row under the notebooks' default parameters (runs go under ``out_root``)
+    and returns ``table -> row -> {config_hash, loss, untrained, trained}``.
+    ``benchmarks/numeric_spread.py`` calls this once per CPU numeric setting.
+    """
+    out_root = Path(out_root)
+    run = start(
+        profile_name, overrides=overrides, results_dir=str(out_root / "results"),
+        figures_dir=str(out_root / "figures"), runs_dir=str(out_root / "runs"),
+    )
+    from canlib.engine import build_data
+
+    data = build_data(run.base_config())
+    values: dict[str, dict[str, dict[str, Any]]] = {}
+    for table, rows in TABLES.items():
+        for row in rows:
+            metrics = run.run(table, row)
+            cfg = run.config(table, row)
+            values.setdefault(table, {})[row] = {
+                "config_hash": cfg.config_hash(),
+                **fingerprint(cfg, data),
+                "trained": {name: float(metrics[name]) for name in TRAINED_METRICS},
+            }
+    return values

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -95,14 +96,17 @@ def reproduce(
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "notebooks": dict(previous.get("notebooks", {})) if only else {},
     }
+    # Paths relative to the notebooks' working folder, so executed notebooks hold no path of
+    # the machine that ran them.
+    cwd = root / "notebooks"
     parameters = {
         "profile": profile_name,
         "overrides": override_list,
         "device": device,
         "force": force,
-        "results_dir": str(dirs["results"]),
-        "figures_dir": str(dirs["figures"]),
-        "runs_dir": str(dirs["runs"]),
+        "results_dir": os.path.relpath(dirs["results"], cwd),
+        "figures_dir": os.path.relpath(dirs["figures"], cwd),
+        "runs_dir": os.path.relpath(dirs["runs"], cwd),
     }
     for nb in selected:
         out = dirs["notebooks"] / nb.name
@@ -122,6 +126,7 @@ def reproduce(
             except papermill.PapermillExecutionError as exc:
                 entry["status"] = "failed"
                 entry["error"] = f"{exc.ename}: {exc.evalue}"
+            _relative_papermill_paths(out, root)
         entry["wall_seconds"] = round(time.monotonic() - started, 1)
         entry["peak_rss_mib"] = round(memory.peak_mib, 1)
         manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -143,6 +148,20 @@ def _select(found: list[Path], only: list[str] | None, folder: Path) -> list[Pat
     if unknown:
         raise ConfigError(f"--only {','.join(unknown)}: no such notebook; have {', '.join(by_number)}")
     return [by_number[n.zfill(2)] for n in only]
+
+
+def _relative_papermill_paths(path: Path, root: Path) -> None:
+    """Papermill records the absolute input and output paths: keep them relative to ``root``."""
+    import nbformat
+
+    if not path.is_file():
+        return
+    book = nbformat.read(path, as_version=4)
+    meta = book.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if meta.get(key):
+            meta[key] = os.path.relpath(meta[key], root)
+    nbformat.write(book, path)
 
 
 def _keep_previous_manifest(path: Path) -> dict[str, Any]:

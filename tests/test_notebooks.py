@@ -50,6 +50,19 @@ def test_notebooks_stay_thin(path):
         assert len(cell.source.splitlines()) <= 15, cell.source
 
 
+def _images(book) -> int:
+    return sum(
+        "image/png" in output.get("data", {})
+        for cell in book.cells if cell.cell_type == "code" for output in cell.outputs
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
+def test_every_committed_notebook_shows_its_figures_inline(path):
+    # A figure that is only saved to disk is not shown: a reader on GitHub sees the outputs.
+    assert _images(nbformat.read(path, as_version=4)) >= 1
+
+
 def _papermill(path: Path, out: Path, params: dict, env_root: Path) -> subprocess.CompletedProcess:
     args = [sys.executable, "-m", "papermill", str(path), str(out), "-k", "python3",
             "--cwd", str(path.parent), "--no-progress-bar"]
@@ -68,8 +81,10 @@ def test_papermill_runs_every_notebook_with_non_default_parameters(path, tmp_pat
     book = nbformat.read(out, as_version=4)
     injected = [c for c in book.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and "seed = 3" in injected[0].source
-    # Each notebook ends with post-conditions on its own outputs; here: it wrote figures.
+    # Each notebook ends with post-conditions on its own outputs; here: it wrote figures
+    # and showed them.
     assert any((tmp_path / "figures" / "smoke").glob("*.png"))
+    assert _images(book) >= 1
 
 
 def test_a_bad_parameter_fails_in_the_first_cells_with_one_sentence(tmp_path):

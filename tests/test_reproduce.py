@@ -48,6 +48,12 @@ def test_an_interrupted_reproduction_redoes_only_what_is_missing(table4_root):
     assert (results / "table4.csv").is_file() and (results / "notebooks" / "05_table4_losses.ipynb").is_file()
     manifest = json.loads((results / "manifest.json").read_text())
     assert manifest["environment"]["torch"] and "git_commit" in manifest["environment"]
+    # Executed notebooks hold paths relative to the repository, none of this machine.
+    executed = results / "notebooks" / "05_table4_losses.ipynb"
+    assert str(table4_root) not in executed.read_text() and str(REPO) not in executed.read_text()
+    book = nbformat.read(executed, as_version=4)
+    assert book.metadata["papermill"]["parameters"]["results_dir"] == "../results/smoke"
+    assert book.metadata["papermill"]["input_path"] == "notebooks/05_table4_losses.ipynb"
 
 
 def test_a_failing_notebook_stops_the_run_and_is_recorded(tmp_path):
@@ -74,3 +80,4 @@ def test_bad_options_are_refused_before_any_notebook_runs(table4_root):
     with pytest.raises(ConfigError, match="09"):
         reproduce("smoke", only=["09"], root=table4_root)
     assert not (table4_root / "results").exists()
+
