@@ -250,3 +250,19 @@ def test_config_choices_equal_the_builders_names():
     assert set(config.LOSS_MODES) == set(losses.LOSS_MODES)
     assert set(config.TRIPLET_MODES) == {m for m, f in losses._MODES.items() if f[0]}
     assert set(config.CENTER_MODES) == {m for m, f in losses._MODES.items() if f[1]}
+
+
+# Hashes printed by the code before train.seeds existed (commit 0c77af6): adding a field that
+# is not a property of one run must not rename any existing run folder.
+HASHES_BEFORE_SEEDS = [
+    ("table2", "part-1,2,3", "smoke", "c8778a69d37b"),
+    ("table3", "part-1,3,5,7 with CA", "synthetic", "78afeac55459"),
+    ("sota", "MGN", "synthetic", "e0f2dfeff5d5"),
+    ("table4", "global & local to L_c", "paper", "4c23ec45c7bf"),
+]
+
+
+@pytest.mark.parametrize("table, row, profile_name, expected", HASHES_BEFORE_SEEDS)
+def test_existing_config_hashes_are_unchanged(table, row, profile_name, expected):
+    root = ["data.data_root=/data"] if profile_name == "paper" else None
+    assert experiments.experiment(table, row, profile_name, root).config_hash() == expected
