@@ -266,3 +266,22 @@ HASHES_BEFORE_SEEDS = [
 def test_existing_config_hashes_are_unchanged(table, row, profile_name, expected):
     root = ["data.data_root=/data"] if profile_name == "paper" else None
     assert experiments.experiment(table, row, profile_name, root).config_hash() == expected
+
+
+def test_seeds_is_a_profile_field_outside_the_hash():
+    assert source_kind("train", "seeds")[0] == "paper"  # the paper reports single runs
+    counts = {name: experiments.profile(name, ["data.data_root=/x"]).train.seeds
+              for name in experiments.PROFILES}
+    assert counts == {"smoke": 2, "synthetic": 3, "paper": 1}
+    base = experiments.profile("synthetic")
+    assert base.with_overrides(["train.seeds=7"]).config_hash() == base.config_hash()
+    # Each seed's run differs in train.seed, which the hash keeps.
+    assert base.with_overrides(["train.seed=1"]).config_hash() != base.config_hash()
+    with pytest.raises(ConfigError, match=r"train\.seeds must be >= 1 \(got 0\)"):
+        experiments.profile("smoke", ["train.seeds=0"])
+
+
+def test_seeds_of_a_miniature_profile_read_as_a_deviation_with_a_reason():
+    rows = {r["field"]: r for r in experiments.sources(experiments.profile("synthetic"), "synthetic")}
+    assert rows["train.seeds"]["origin"] == "deviation (overridden)"
+    assert "95% interval" in rows["train.seeds"]["note"]
