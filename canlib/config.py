@@ -145,6 +145,12 @@ class TrainConfig:
     eval_every: int = ours("evaluate every 50 epochs and at the end", 50)
     checkpoint_every: int = ours("checkpoint every 10 epochs and at the end", 10)
     seed: int = ours("fixed seed for repeatable runs", 0)
+    seeds: int = paper(
+        "Tables 2-6 give one number per row with no spread: single runs. A row is trained "
+        "once per seed train.seed + i, i = 0 .. seeds-1 (results.run_seeds); the count is not "
+        "part of any one run, so config_hash leaves it out",
+        1,
+    )
     device: str = ours("'auto': CUDA when present, else CPU", "auto")
     amp: bool = ours("bf16 autocast on CUDA (ignored on CPU, which stays fp32)", True)
     channels_last: bool = ours(
@@ -250,7 +256,8 @@ class ExperimentConfig:
             payload["data"].pop("cuhk03_subset")
         if self.data.dataset != "synthetic":
             payload["data"].pop("synthetic_size")
-        for key in ("eval_every", "checkpoint_every", "device", "threads"):
+        # ``seeds`` counts runs of a table row; each of them has its own ``train.seed``.
+        for key in ("eval_every", "checkpoint_every", "device", "threads", "seeds"):
             payload["train"].pop(key)
         text = json.dumps(payload, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -485,6 +492,7 @@ def _validate(cfg: ExperimentConfig) -> None:
            f"train.device must be auto, cpu, cuda or cuda:N (got {t.device!r})")
     _check(t.grad_clip is None or t.grad_clip > 0, "train.grad_clip must be None or > 0")
     _check(t.threads is None or t.threads >= 1, "train.threads must be None or >= 1")
+    _check(t.seeds >= 1, f"train.seeds must be >= 1 (got {t.seeds})")
     _choice("eval.metric", e.metric, ("cosine", "euclidean"))
     _check(e.batch_size >= 1, f"eval.batch_size must be >= 1 (got {e.batch_size})")
     _check(e.max_rank >= 10, f"eval.max_rank must be >= 10, the tables show rank-10 (got {e.max_rank})")

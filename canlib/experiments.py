@@ -5,11 +5,15 @@ A *profile* scales the whole study: ``paper`` is section 4.6's recipe on a real 
 on 2 CPU cores), ``smoke`` only proves the plumbing (seconds). A table row is a small set
 of overrides applied on top of a profile, so the same row means the same ablation under
 every profile.
+
+The paper's claims are data too: each :class:`Claim` compares two table rows (or four, for a
+difference of differences), with the paper's direction and its effect in the paper's own
+numbers; :func:`canlib.stats.claims_table` judges them over the seeds of each row.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from canlib.config import (
@@ -42,7 +46,7 @@ def _synthetic() -> ExperimentConfig:
         loss=LossConfig(),
         train=TrainConfig(
             epochs=20, lr=1e-3, milestones=(14, 18), weight_decay=5e-4, eval_every=10,
-            checkpoint_every=5, threads=2,
+            checkpoint_every=5, threads=2, seeds=3,
         ),
         eval=EvalConfig(batch_size=256),
     )
@@ -60,7 +64,7 @@ def _smoke() -> ExperimentConfig:
         loss=LossConfig(),
         train=TrainConfig(
             epochs=2, lr=1e-3, milestones=(), weight_decay=5e-4, steps_per_epoch=2, eval_every=1,
-            checkpoint_every=1, threads=1,
+            checkpoint_every=1, threads=1, seeds=2,
         ),
         eval=EvalConfig(batch_size=64, max_rank=10),
     )
@@ -95,6 +99,9 @@ PROFILE_REASONS: dict[str, dict[str, str]] = {
         "train.eval_every": "ours: evaluate twice in a 20-epoch run",
         "train.checkpoint_every": "ours: checkpoint every 5 epochs",
         "train.threads": "ours: 2 CPU threads",
+        "train.seeds": "3 seeds per row (3x the training time): a claim needs several seeds "
+        "and a 95% interval (DESIGN.md); with 3 the t-interval's factor is 4.30, with 2 it "
+        "would be 12.71",
         "eval.batch_size": "ours: 256 small test images per batch",
     },
     "smoke": {
@@ -115,6 +122,7 @@ PROFILE_REASONS: dict[str, dict[str, str]] = {
         "train.eval_every": "ours: evaluate every epoch",
         "train.checkpoint_every": "ours: checkpoint every epoch",
         "train.threads": "ours: 1 CPU thread",
+        "train.seeds": f"2 seeds, the fewest that exercise the per-seed statistics; {_SMOKE}",
         "eval.batch_size": "ours: 64 test images per batch",
         "eval.max_rank": "ours: CMC up to rank 10, the most the smoke gallery supports",
     },
@@ -174,6 +182,138 @@ FIGURE4 = {
 SOTA = {"CAN": {}, "MGN": _MGN, "global only": {"model.name": "global"}}
 
 TABLES = {"table2": TABLE2, "table3": TABLE3, "table4": TABLE4, "figure4": FIGURE4, "sota": SOTA}
+
+# Which of the paper's tables (canlib.paper) reports the rows of each of ours: the SOTA rows
+# are Table 5's Market-1501 columns; Figure 4 reports no numbers.
+PAPER_TABLE_OF = {"table2": "table2", "table3": "table3", "table4": "table4", "sota": "table5"}
+
+RowKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the paper as a comparison of table rows, judged over seeds.
+
+    The effect is ``a - b`` in ``metric`` (percent; mAP points by default), or, with ``c``
+    and ``d``, the interaction ``(a - b) - (c - d)``. ``direction`` is the paper's sign of
+    the effect: ``"+"`` when it says a beats b.
+
+    Attributes:
+        claim: the claim as a readable sentence.
+        table: the paper's table or figure, e.g. ``"Table 2"``.
+        a, b, c, d: ``(table_key, row)`` of :data:`TABLES`.
+        direction: ``"+"`` or ``"-"``.
+        metric: the per-seed metric compared: ``mAP``, ``rank1``, or a quantity measured by
+            the notebooks (``body_share``); claims whose metric is absent are not measured.
+        note: where the paper's number comes from, or why there is none.
+    """
+
+    claim: str
+    table: str
+    a: RowKey
+    b: RowKey
+    direction: str
+    c: RowKey | None = None
+    d: RowKey | None = None
+    metric: str = "mAP"
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("+", "-"):
+            raise ConfigError(f"claim direction must be '+' or '-' (got {self.direction!r})")
+        if (self.c is None) != (self.d is None):
+            raise ConfigError(f"claim {self.claim!r} needs both c and d, or neither")
+        for table, row in self.rows:
+            if row not in TABLES.get(table, {}):
+                raise ConfigError(f"claim {self.claim!r}: no row {row!r} in table {table!r}")
+
+    @property
+    def rows(self) -> tuple[RowKey, ...]:
+        """The compared rows in order: ``(a, b)`` or ``(a, b, c, d)``."""
+        return (self.a, self.b) if self.c is None else (self.a, self.b, self.c, self.d)
+
+    @property
+    def paper_effect(self) -> float | None:
+        """The effect in the paper's numbers (one decimal, as it prints them); None when the
+        paper reports no number for one of the rows or for this metric."""
+        values = [paper_value(table, row, self.metric) for table, row in self.rows]
+        if any(v is None for v in values):
+            return None
+        signs = (1, -1) if len(values) == 2 else (1, -1, -1, 1)
+        return round(sum(s * v for s, v in zip(signs, values)), 1)
+
+
+def paper_value(table: str, row: str, metric: str = "mAP") -> float | None:
+    """The paper's number for one of our rows (percent), or None where it reports none."""
+    from canlib import paper
+
+    if table not in PAPER_TABLE_OF:
+        return None
+    columns, rows = paper.TABLES[PAPER_TABLE_OF[table]]
+    if row not in rows or metric not in columns:
+        return None
+    return rows[row][columns.index(metric)]
+
+
+_T2, _T3, _T4 = "table2", "table3", "table4"
+_CA_1357 = ((_T3, "part-1,3,5,7 with CA"), (_T3, "part-1,3,5,7 w/o CA"))
+
+# The paper's claims that the tables test. Effects are a - b (or (a - b) - (c - d)) in mAP
+# points unless ``metric`` says otherwise; canlib.stats.claims_table judges them over seeds.
+CLAIMS: tuple[Claim, ...] = (
+    Claim(
+        "Without CA, the finest partition (part-1,3,5,7,9) is worse than part-1,2,3",
+        "Table 2", (_T2, "part-1,3,5,7,9"), (_T2, "part-1,2,3"), "-",
+    ),
+    Claim("CA improves part-1,3,5,7", "Table 3", *_CA_1357, "+"),
+    Claim(
+        "CA helps part-1,3,5,7 more than part-1,2,3",
+        "Table 3", *_CA_1357, "+", c=(_T3, "part-1,2,3 with CA"), d=(_T2, "part-1,2,3"),
+        note="difference of differences: (part-1,3,5,7 with CA - w/o CA) - (part-1,2,3 with "
+        "CA, Table 3 - part-1,2,3 without, Table 2)",
+    ),
+    Claim(
+        "Triplet loss adds to cross-entropy", "Table 4",
+        (_T4, "CAN + CE + Triplet"), (_T4, "CAN + CE"), "+",
+    ),
+    Claim(
+        "Center loss adds to cross-entropy + triplet", "Table 4",
+        (_T4, "CAN + CE + Triplet + Center"), (_T4, "CAN + CE + Triplet"), "+",
+    ),
+    Claim(
+        "The clustering losses on global and local features beat them on global ones only",
+        "Table 4", (_T4, "global & local to L_c"), (_T4, "CAN + CE + Triplet + Center"), "+",
+    ),
+    Claim(
+        "CAN beats MGN", "Table 5", ("sota", "CAN"), ("sota", "MGN"), "+",
+        note="Table 5, Market-1501: CAN 90.6 - MGN 86.9; our CAN row is Table 4's best "
+        "recipe, which Table 4 reports at 89.6",
+    ),
+    Claim(
+        "CAN beats the global-only baseline", "Table 5", ("sota", "CAN"), ("sota", "global only"),
+        "+",
+        note="the paper argues it (§1) but reports no global-only model of its own; its closest "
+        "number, CNN-Base [3] (79.8 mAP, Table 5), is another paper's recipe, so no paper effect",
+    ),
+    Claim(
+        "CAN's layer-4 activation covers more of the body than MGN's", "Figure 4",
+        ("figure4", "CAN"), ("figure4", "MGN"), "+", metric="body_share",
+        note="share of layer-4 activation mass inside the person mask, in percent; Figure 4 "
+        "shows it qualitatively",
+    ),
+    Claim(
+        "CAN's layer-4 activation covers more of the body than the model without CA",
+        "Figure 4", ("figure4", "CAN"), ("figure4", "part-1,3,5,7 w/o CA"), "+",
+        metric="body_share",
+        note="share of layer-4 activation mass inside the person mask, in percent; Figure 4 "
+        "shows it qualitatively",
+    ),
+)
+
+
+def claim_rows(claims: tuple[Claim, ...] = CLAIMS) -> list[RowKey]:
+    """Every ``(table, row)`` the claims compare, once each, in first-use order."""
+    return list(dict.fromkeys(key for claim in claims for key in claim.rows))
 
 
 def experiment(

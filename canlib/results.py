@@ -2,8 +2,10 @@
 
 A table row is trained once per config: :func:`run_experiment` keys the run folder by the
 config's hash, returns the stored metrics of a finished run, resumes an interrupted one
-and trains a missing one. Tables put our measured numbers next to the paper's with the
-difference, and are written as CSV and Markdown.
+and trains a missing one. :func:`run_seeds` does so once per seed (``train.seed + i`` for
+``i < train.seeds``). Tables put our measured numbers next to the paper's with the
+difference (:func:`compare_table`), or, over seeds, the mean and its 95% interval next to the
+paper's number as a reference (:func:`seeds_table`); they are written as CSV and Markdown.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from canlib import stats
 from canlib.config import ExperimentConfig
 from canlib.errors import ConfigError
 
@@ -73,6 +76,51 @@ def run_experiment(
         "checkpoint": str(final_checkpoint(run_dir)),
         "reused": reused,
     }
+
+
+def seed_configs(cfg: ExperimentConfig, seeds: int | None = None) -> list[ExperimentConfig]:
+    """The configs of a row's seeds: ``train.seed + i`` for ``i`` in ``range(seeds)``.
+
+    Args:
+        cfg: the row's config; its ``train.seed`` is the first seed.
+        seeds: how many; default ``cfg.train.seeds`` (the profile's count).
+
+    Returns:
+        ``seeds`` configs, equal but for ``train.seed``; the first is ``cfg`` itself, so the
+        single run of a one-seed study is reused by a study of several.
+    """
+    count = cfg.train.seeds if seeds is None else seeds
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ConfigError(f"seeds must be a positive integer (got {count!r})")
+    return [replace(cfg, train=replace(cfg.train, seed=cfg.train.seed + i)) for i in range(count)]
+
+
+def run_seeds(
+    cfg: ExperimentConfig,
+    runs_root: str | Path,
+    seeds: int | None = None,
+    *,
+    force: bool = False,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Metrics of one table row per seed, each reused, resumed or trained by run_experiment.
+
+    Args:
+        cfg: the row's config; seed i runs with ``train.seed = cfg.train.seed + i``.
+        runs_root: folder holding one sub-folder per run (each seed's run has its own hash).
+        seeds: how many seeds; default ``cfg.train.seeds``.
+        force: retrain every seed from scratch (see :func:`run_experiment`).
+        progress: show tqdm bars.
+
+    Returns:
+        One dict per seed, in seed order: :func:`run_experiment`'s summary (metrics in
+        percent) plus ``seed``, the ``train.seed`` it ran with (what
+        :mod:`canlib.stats` pairs rows by).
+    """
+    return [
+        {**run_experiment(one, runs_root, force=force, progress=progress), "seed": one.train.seed}
+        for one in seed_configs(cfg, seeds)
+    ]
 
 
 def score_checkpoint(path: str | Path, cfg: ExperimentConfig) -> dict[str, Any]:
@@ -136,6 +184,69 @@ def compare_table(
             )
         out.append(line)
     return pd.DataFrame(out).set_index("row")
+
+
+def seeds_table(
+    per_row_seeds: Mapping[str, Sequence[Mapping[str, Any]]],
+    paper_table: str | None = None,
+    *,
+    metrics: tuple[str, ...] = ("mAP", "rank1"),
+    rows: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Mean and 95% interval over seeds, one row per table row, the paper's number beside it.
+
+    No paper-minus-ours column: on the synthetic data such a difference means nothing; the
+    paper's absolute number is only a reference.
+
+    Args:
+        per_row_seeds: row name -> one metrics dict per seed (:func:`run_seeds`), percent.
+        paper_table: ``table2`` .. ``table6`` of :mod:`canlib.paper` for the reference
+            column, or None for none.
+        metrics: the metrics to show.
+        rows: the rows in order (default: those of ``per_row_seeds``); a row without runs
+            is shown with empty cells.
+
+    Returns:
+        Index ``row``; columns ``seeds``, then per metric ``<m> mean`` (one decimal),
+        ``<m> ci`` (``"±x.x"``, the interval's half-width; ``"n/a (1 seed)"`` with one
+        seed) and ``<m> paper``.
+    """
+    from canlib.paper import paper_rows
+
+    reference = {r["row"]: r for r in paper_rows(paper_table)} if paper_table else {}
+    out = []
+    for name in rows or list(per_row_seeds):
+        per_seed = per_row_seeds.get(name, [])
+        summary = stats.summarize_seeds(per_seed, metrics)
+        line: dict[str, Any] = {"row": name, "seeds": len(per_seed)}
+        for col in metrics:
+            s = summary[col]
+            line[f"{col} mean"] = None if s["n"] == 0 else round(s["mean"], 1)
+            line[f"{col} ci"] = stats.format_half_width(s)
+            line[f"{col} paper"] = reference.get(name, {}).get(col)
+        out.append(line)
+    return pd.DataFrame(out).set_index("row")
+
+
+def save_claims(table: pd.DataFrame, results_dir: str | Path, note: str = "") -> list[Path]:
+    """Write a :func:`canlib.stats.claims_table` as ``claims.csv`` and ``claims.md``.
+
+    The CSV keeps the columns as they are (numbers to 3 decimals); the Markdown copy shows
+    the effects signed to one decimal, ``note`` above the table.
+
+    Returns:
+        The two paths written.
+    """
+    out_dir = Path(results_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out_dir / "claims.csv", out_dir / "claims.md"
+    table.to_csv(csv_path, index=False, float_format="%.3f")
+    shown = table.copy()
+    for col in ("paper_effect", "effect_mean", "ci_low", "ci_high"):
+        shown[col] = [None if pd.isna(v) else f"{v:+.1f}" for v in table[col]]
+    body = to_markdown(shown.set_index("claim"))
+    md_path.write_text((note.strip() + "\n\n" if note else "") + body + "\n")
+    return [csv_path, md_path]
 
 
 def metrics_table(measured: Mapping[str, Mapping[str, float]], columns: tuple[str, ...]) -> pd.DataFrame:

@@ -250,3 +250,113 @@ def test_config_choices_equal_the_builders_names():
     assert set(config.LOSS_MODES) == set(losses.LOSS_MODES)
     assert set(config.TRIPLET_MODES) == {m for m, f in losses._MODES.items() if f[0]}
     assert set(config.CENTER_MODES) == {m for m, f in losses._MODES.items() if f[1]}
+
+
+# Hashes printed by the code before train.seeds existed (commit 0c77af6): adding a field that
+# is not a property of one run must not rename any existing run folder.
+HASHES_BEFORE_SEEDS = [
+    ("table2", "part-1,2,3", "smoke", "c8778a69d37b"),
+    ("table3", "part-1,3,5,7 with CA", "synthetic", "78afeac55459"),
+    ("sota", "MGN", "synthetic", "e0f2dfeff5d5"),
+    ("table4", "global & local to L_c", "paper", "4c23ec45c7bf"),
+]
+
+
+@pytest.mark.parametrize("table, row, profile_name, expected", HASHES_BEFORE_SEEDS)
+def test_existing_config_hashes_are_unchanged(table, row, profile_name, expected):
+    root = ["data.data_root=/data"] if profile_name == "paper" else None
+    assert experiments.experiment(table, row, profile_name, root).config_hash() == expected
+
+
+def test_seeds_is_a_profile_field_outside_the_hash():
+    assert source_kind("train", "seeds")[0] == "paper"  # the paper reports single runs
+    counts = {name: experiments.profile(name, ["data.data_root=/x"]).train.seeds
+              for name in experiments.PROFILES}
+    assert counts == {"smoke": 2, "synthetic": 3, "paper": 1}
+    base = experiments.profile("synthetic")
+    assert base.with_overrides(["train.seeds=7"]).config_hash() == base.config_hash()
+    # Each seed's run differs in train.seed, which the hash keeps.
+    assert base.with_overrides(["train.seed=1"]).config_hash() != base.config_hash()
+    with pytest.raises(ConfigError, match=r"train\.seeds must be >= 1 \(got 0\)"):
+        experiments.profile("smoke", ["train.seeds=0"])
+
+
+def test_seeds_of_a_miniature_profile_read_as_a_deviation_with_a_reason():
+    rows = {r["field"]: r for r in experiments.sources(experiments.profile("synthetic"), "synthetic")}
+    assert rows["train.seeds"]["origin"] == "deviation (overridden)"
+    assert "95% interval" in rows["train.seeds"]["note"]
+
+
+# --- the paper's claims as data ------------------------------------------------------------
+
+# Each claim's effect in the paper, worked by hand from the tables (mAP, Market-1501).
+PAPER_EFFECTS = {
+    # Table 2: part-1,3,5,7,9 83.9 - part-1,2,3 86.6.
+    "Without CA, the finest partition (part-1,3,5,7,9) is worse than part-1,2,3": -2.7,
+    # Table 3: part-1,3,5,7 with CA 87.9 - w/o CA 85.4.
+    "CA improves part-1,3,5,7": 2.5,
+    # (87.9 - 85.4) - (part-1,2,3 with CA 87.4, Table 3 - part-1,2,3 86.6, Table 2) = 2.5 - 0.8.
+    "CA helps part-1,3,5,7 more than part-1,2,3": 1.7,
+    # Table 4: CE + Triplet 87.9 - CE 87.0; + Center 88.3 - 87.9; global & local 89.6 - 88.3.
+    "Triplet loss adds to cross-entropy": 0.9,
+    "Center loss adds to cross-entropy + triplet": 0.4,
+    "The clustering losses on global and local features beat them on global ones only": 1.3,
+    # Table 5: CAN 90.6 - MGN 86.9.
+    "CAN beats MGN": 3.7,
+    # No number in the paper: a global-only model of its own, and Figure 4's coverage.
+    "CAN beats the global-only baseline": None,
+    "CAN's layer-4 activation covers more of the body than MGN's": None,
+    "CAN's layer-4 activation covers more of the body than the model without CA": None,
+}
+
+
+def test_claims_paper_effects_equal_the_hand_computed_differences():
+    got = {c.claim: c.paper_effect for c in experiments.CLAIMS}
+    assert got.keys() == PAPER_EFFECTS.keys()
+    for claim, expected in PAPER_EFFECTS.items():
+        if expected is None:
+            assert got[claim] is None, claim
+        else:
+            assert got[claim] == pytest.approx(expected, abs=1e-9), claim
+    directions = {c.claim: c.direction for c in experiments.CLAIMS}
+    assert directions.pop(next(iter(PAPER_EFFECTS))) == "-"
+    assert set(directions.values()) == {"+"}
+
+
+def test_every_claims_rows_exist_in_the_tables():
+    for claim in experiments.CLAIMS:
+        assert len(claim.rows) in (2, 4)
+        for table, row in claim.rows:
+            assert row in experiments.TABLES[table], (claim.claim, table, row)
+    interaction = [c for c in experiments.CLAIMS if len(c.rows) == 4]
+    assert [c.rows for c in interaction] == [(
+        ("table3", "part-1,3,5,7 with CA"), ("table3", "part-1,3,5,7 w/o CA"),
+        ("table3", "part-1,2,3 with CA"), ("table2", "part-1,2,3"),
+    )]
+    figure4 = [c for c in experiments.CLAIMS if c.table == "Figure 4"]
+    assert len(figure4) == 2 and {c.metric for c in figure4} == {"body_share"}
+    assert {c.metric for c in experiments.CLAIMS if c.table != "Figure 4"} == {"mAP"}
+
+
+def test_claim_rows_lists_each_row_once():
+    rows = experiments.claim_rows()
+    assert len(rows) == len(set(rows)) == 15
+    assert ("table2", "part-1,2,3") in rows and ("figure4", "MGN") in rows
+
+
+def test_a_claim_with_a_bad_row_or_direction_is_refused():
+    with pytest.raises(ConfigError, match="no row 'part-9' in table 'table2'"):
+        experiments.Claim("x", "Table 2", ("table2", "part-9"), ("table2", "part-1,2,3"), "+")
+    with pytest.raises(ConfigError, match="direction"):
+        experiments.Claim("x", "Table 2", ("table2", "part-1,2,3"), ("table2", "part-1,2,3"), ">")
+    with pytest.raises(ConfigError, match="both c and d"):
+        experiments.Claim("x", "Table 2", ("table2", "part-1,2,3"), ("table2", "part-1,2,3"),
+                          "+", c=("table2", "part-1,2,3"))
+
+
+def test_paper_value_reads_the_mapped_table():
+    assert experiments.paper_value("sota", "MGN") == 86.9  # Table 5, Market-1501
+    assert experiments.paper_value("sota", "global only") is None
+    assert experiments.paper_value("table3", "part-1,3,5,7 w/o CA", "rank10") == 98.8
+    assert experiments.paper_value("table2", "part-1,2,3", "rank10") is None  # no column
+    assert experiments.paper_value("figure4", "CAN") is None

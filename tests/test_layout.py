@@ -17,6 +17,11 @@ FORBIDDEN = {
     "losses": {"model", "engine", "evaluate", "datasets"},
     "evaluate": {"model", "losses", "engine", "datasets", "notebook", "viz"},
     "engine": {"notebook", "reproduce", "viz", "results", "experiments"},
+    # Pure statistics on per-seed metrics: no models, no runs, no files.
+    "stats": {
+        "model", "losses", "engine", "evaluate", "datasets", "notebook", "viz", "results",
+        "experiments", "config", "checkpoint", "loader", "gpu_data",
+    },
 }
 
 

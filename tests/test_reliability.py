@@ -653,6 +653,7 @@ OUT_OF_RANGE: dict[str, list[Any]] = {
     "train.device": ["tpu"],
     "train.grad_clip": [0.0, -1.0, float("nan")],
     "train.threads": [0],
+    "train.seeds": [0, -1],
     "eval.metric": ["manhattan"],
     "eval.batch_size": [0],
     "eval.max_rank": [5],
