@@ -64,7 +64,7 @@ def _smoke() -> ExperimentConfig:
         loss=LossConfig(),
         train=TrainConfig(
             epochs=2, lr=1e-3, milestones=(), weight_decay=5e-4, steps_per_epoch=2, eval_every=1,
-            checkpoint_every=1, threads=1, seeds=2,
+            checkpoint_every=1, threads=1,
         ),
         eval=EvalConfig(batch_size=64, max_rank=10),
     )
@@ -122,7 +122,6 @@ PROFILE_REASONS: dict[str, dict[str, str]] = {
         "train.eval_every": "ours: evaluate every epoch",
         "train.checkpoint_every": "ours: checkpoint every epoch",
         "train.threads": "ours: 1 CPU thread",
-        "train.seeds": f"2 seeds, the fewest that exercise the per-seed statistics; {_SMOKE}",
         "eval.batch_size": "ours: 64 test images per batch",
         "eval.max_rank": "ours: CMC up to rank 10, the most the smoke gallery supports",
     },

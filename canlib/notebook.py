@@ -41,6 +41,7 @@ class NotebookRun:
     force: bool = False
     checkpoint: Path | None = None
     measured: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    seeds: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
 
     @property
     def device(self):
@@ -70,9 +71,84 @@ class NotebookRun:
         self.measured.setdefault(table, {})[row] = metrics
         return metrics
 
+    def run_seeds(self, table: str, row: str) -> list[dict[str, Any]]:
+        """Train (or reuse) one row under each of the profile's seeds (``train.seeds``).
+
+        Seed i runs with ``train.seed + i``; each seed is its own cached run. A CAN row scored
+        from a user's ``checkpoint`` is one run, so one seed. Returns one metrics dict per seed
+        (percent, with ``seed``); :attr:`measured` gets their mean.
+        """
+        from canlib.results import run_seeds
+
+        if self.checkpoint is not None and (table, row) in CAN_ROWS:
+            per_seed = [{**self.run(table, row), "seed": self.config(table, row).train.seed}]
+        else:
+            per_seed = run_seeds(
+                self.config(table, row), self.runs_dir, force=self.force, progress=False
+            )
+        self.seeds.setdefault(table, {})[row] = per_seed
+        self.measured.setdefault(table, {})[row] = mean_over_seeds(per_seed)
+        return per_seed
+
     def run_table(self, table: str, rows: Iterable[str] | None = None) -> dict[str, dict]:
-        """Train (or reuse) every row of ``table``; returns row -> metrics."""
-        return {row: self.run(table, row) for row in (rows or TABLES[table])}
+        """Train (or reuse) every row of ``table`` over the profile's seeds.
+
+        Returns row -> metrics averaged over the seeds (the first seed's run folder and
+        checkpoint); the per-seed metrics are in :attr:`seeds`.
+        """
+        for row in rows or TABLES[table]:
+            self.run_seeds(table, row)
+        return {row: self.measured[table][row] for row in (rows or TABLES[table])}
+
+    def seeds_table(self, table: str, metrics: tuple[str, ...] = ("mAP", "rank1")):
+        """Mean and 95% interval over seeds per row of ``table``, the paper's number beside
+        it as a reference (:func:`canlib.results.seeds_table`)."""
+        from canlib.experiments import PAPER_TABLE_OF
+        from canlib.results import seeds_table
+
+        return seeds_table(self.seeds.get(table, {}), PAPER_TABLE_OF.get(table),
+                           metrics=metrics, rows=list(TABLES[table]))
+
+    def claims(self, tables: Iterable[str] | None = None):
+        """The paper's claims (:data:`canlib.experiments.CLAIMS`) judged over seeds.
+
+        Trains (or reuses) every row the claims compare, and measures Figure 4's body share
+        where a claim needs it. ``tables`` keeps the claims of some paper tables
+        (``"Table 3"``); default all.
+
+        Returns:
+            ``(table, sentences)``: the :func:`canlib.stats.claims_table` frame and one
+            generated sentence per claim.
+        """
+        from canlib import stats
+        from canlib.experiments import CLAIMS
+
+        chosen = [c for c in CLAIMS if tables is None or c.table in set(tables)]
+        per_row: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for claim in chosen:
+            for key in claim.rows:
+                if key not in per_row:
+                    per_row[key] = self.seeds.get(key[0], {}).get(key[1]) or self.run_seeds(*key)
+            if claim.metric == "body_share":
+                for key in claim.rows:
+                    per_row[key] = self.body_shares(*key)
+        frame = stats.claims_table(per_row, chosen)
+        return frame, stats.claim_sentences(frame, chosen)
+
+    def body_shares(self, table: str, row: str) -> list[dict[str, Any]]:
+        """Per seed, the share of layer-4 activation mass inside the person masks, in
+        percent (:func:`body_share`), added to the row's per-seed metrics."""
+        from canlib.engine import build_data, load_trained_model
+
+        per_seed = self.seeds.get(table, {}).get(row) or self.run_seeds(table, row)
+        data = build_data(self.config(table, row))
+        out = []
+        for metrics in per_seed:
+            model, cfg = load_trained_model(metrics["checkpoint"], self.device)
+            share = body_share(model, data, cfg)
+            out.append({**metrics, **({} if share is None else {"body_share": share})})
+        self.seeds[table][row] = out
+        return out
 
     def description(self) -> str:
         """An honest sentence on what this notebook's numbers were measured on."""
@@ -80,13 +156,18 @@ class NotebookRun:
 
         return run_description(self.base_config())
 
-    def check_reference(self, table: str, measured: Mapping[str, Mapping[str, Any]]) -> None:
-        """Print how ``measured`` rows of ``table`` compare with the committed reference.
+    def check_reference(
+        self, table: str, measured: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> None:
+        """Print how the rows of ``table`` compare with the committed reference.
 
-        The printed sentence holds only constants (row counts, tolerances), so nbval can
-        check it exactly on any machine; a value outside its tolerance raises instead. See
-        :func:`compare_with_reference`.
+        ``measured`` defaults to each trained row's first seed (``train.seed``, the run the
+        reference was measured on). The printed sentence holds only constants (row counts,
+        tolerances), so nbval can check it exactly on any machine; a value outside its
+        tolerance raises instead. See :func:`compare_with_reference`.
         """
+        if measured is None:
+            measured = {row: runs[0] for row, runs in self.seeds.get(table, {}).items()}
         print(compare_with_reference(self, table, measured))
 
 
@@ -194,6 +275,18 @@ def check_metrics(measured: Mapping[str, Mapping[str, Any]], table: str,
             value = measured[row].get(col)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 100:
                 raise AssertionError(f"row {row!r}: {col} = {value!r} is not a percentage")
+
+
+def mean_over_seeds(per_seed: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """The metrics of several seeds averaged (``seeds`` says how many), with the first
+    seed's run folder and checkpoint (what a figure of "the" model uses)."""
+    means = {
+        name: sum(float(m[name]) for m in per_seed) / len(per_seed)
+        for name in TRAINED_METRICS if all(name in m for m in per_seed)
+    }
+    first = per_seed[0]
+    return {**means, "seeds": len(per_seed), "run_dir": first.get("run_dir"),
+            "checkpoint": first.get("checkpoint")}
 
 
 def check_files(paths: Iterable[Path | str]) -> None:
@@ -401,3 +494,50 @@ def reference_values(
                 "trained": {name: float(metrics[name]) for name in TRAINED_METRICS},
             }
     return values
+
+
+def body_share(model, data, cfg: ExperimentConfig, count: int = 64) -> float | None:
+    """Share of the Figure 4 activation map's mass that lies on the person, in percent.
+
+    The map is the one Figure 4 draws (:func:`canlib.viz.branch_maps` averaged over branches
+    by :func:`canlib.viz.combine_maps`: channel-mean absolute layer-4 activation, scaled to
+    [0, 1]), resized bilinearly to each query's original crop; the person mask comes from the
+    synthetic renderer (:func:`canlib.synthetic.render_masks`). A map spread evenly over the
+    image would score the person's share of the area; one on the background scores less.
+
+    Args:
+        model: a trained model with ``feature_maps``.
+        data: the dataset; only the built-in synthetic one has masks.
+        cfg: the model's config (input size).
+        count: how many queries (the first ``count``, in record order).
+
+    Returns:
+        The mean share over the queries in percent, or None for a dataset without masks.
+    """
+    import numpy as np
+    import torch
+
+    from canlib import viz
+    from canlib.engine import transform_config
+    from canlib.synthetic import render_masks
+    from canlib.transforms import build_test_transform, decode_image
+
+    if cfg.data.dataset != "synthetic":
+        return None
+    records = list(data.query)[:count]
+    names = [str(Path(r[0]).relative_to(data.root)) for r in records]
+    masks = render_masks(data.root, names)
+    transform = build_test_transform(transform_config(cfg))
+    images = torch.stack([transform(decode_image(r[0])) for r in records])
+    heat = torch.as_tensor(viz.combine_maps(viz.branch_maps(model, images)))
+    shares = []
+    for name, one in zip(names, heat, strict=True):
+        mask = torch.as_tensor(masks[name] > 0, dtype=torch.float32)
+        resized = torch.nn.functional.interpolate(
+            one[None, None], size=tuple(mask.shape), mode="bilinear", align_corners=False
+        )[0, 0]
+        total = resized.sum()
+        if total <= 0:  # a map without contrast counts as spread evenly over the image
+            resized, total = torch.ones_like(resized), float(resized.numel())
+        shares.append(float((resized * mask).sum() / total))
+    return 100.0 * float(np.mean(shares))

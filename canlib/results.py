@@ -3,9 +3,9 @@
 A table row is trained once per config: :func:`run_experiment` keys the run folder by the
 config's hash, returns the stored metrics of a finished run, resumes an interrupted one
 and trains a missing one. :func:`run_seeds` does so once per seed (``train.seed + i`` for
-``i < train.seeds``). Tables put our measured numbers next to the paper's with the
-difference (:func:`compare_table`), or, over seeds, the mean and its 95% interval next to the
-paper's number as a reference (:func:`seeds_table`); they are written as CSV and Markdown.
+``i < train.seeds``). Tables show, over seeds, the mean and its 95% interval next to the
+paper's number as a reference (:func:`seeds_table`; never a paper-minus-ours column, which
+means nothing off the paper's dataset); they are written as CSV and Markdown.
 """
 
 from __future__ import annotations
@@ -153,39 +153,6 @@ def final_checkpoint(run_dir: str | Path) -> Path:
     return files[-1]
 
 
-def compare_table(
-    measured: Mapping[str, Mapping[str, float]],
-    paper_table: str,
-    *,
-    columns: tuple[str, ...] | None = None,
-) -> pd.DataFrame:
-    """Paper vs measured, one row per table row: ``<col> paper``, ``<col> ours``, ``<col> Δ``.
-
-    Args:
-        measured: row name -> metrics in percent (``mAP``, ``rank1``, ...). Rows absent from
-            ``measured`` are shown with empty measured cells, never silently dropped.
-        paper_table: ``table2`` .. ``table6`` of :mod:`canlib.paper`.
-        columns: subset of the paper table's columns to show.
-    """
-    from canlib.paper import paper_rows
-
-    rows = paper_rows(paper_table)
-    cols = columns or tuple(k for k in rows[0] if k != "row")
-    out = []
-    for row in rows:
-        ours = measured.get(row["row"], {})
-        line: dict[str, Any] = {"row": row["row"]}
-        for col in cols:
-            theirs, mine = row.get(col), ours.get(col)
-            line[f"{col} paper"] = theirs
-            line[f"{col} ours"] = None if mine is None else round(float(mine), 1)
-            line[f"{col} Δ"] = (
-                None if mine is None or theirs is None else round(float(mine) - theirs, 1)
-            )
-        out.append(line)
-    return pd.DataFrame(out).set_index("row")
-
-
 def seeds_table(
     per_row_seeds: Mapping[str, Sequence[Mapping[str, Any]]],
     paper_table: str | None = None,
@@ -247,12 +214,6 @@ def save_claims(table: pd.DataFrame, results_dir: str | Path, note: str = "") ->
     body = to_markdown(shown.set_index("claim"))
     md_path.write_text((note.strip() + "\n\n" if note else "") + body + "\n")
     return [csv_path, md_path]
-
-
-def metrics_table(measured: Mapping[str, Mapping[str, float]], columns: tuple[str, ...]) -> pd.DataFrame:
-    """Our measured rows only, rounded to one decimal like the paper's tables."""
-    data = {row: {c: round(float(m[c]), 1) for c in columns} for row, m in measured.items()}
-    return pd.DataFrame.from_dict(data, orient="index")
 
 
 def save_table(table: pd.DataFrame, out_dir: str | Path, name: str, note: str = "") -> list[Path]:

@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor, nn
 
+from canlib import stats
 from canlib.errors import ConfigError, DatasetError, DatasetNotFoundError
 from canlib.evaluate import ranked_gallery
 from canlib.transforms import decode_image
@@ -39,6 +40,7 @@ __all__ = [
     "activation_map",
     "branch_maps",
     "camera_grid",
+    "claims_forest",
     "cmc_curve",
     "combine_maps",
     "family_grid",
@@ -48,13 +50,12 @@ __all__ = [
     "image_size_table",
     "images_per_id_plot",
     "junk_distractor_grid",
-    "metric_bars",
     "model_inputs",
     "overlay",
     "ranked_gallery",
     "ranked_list_grid",
     "save_figure",
-    "sota_bars",
+    "seed_bars",
     "target_layers",
     "training_curves",
 ]
@@ -65,7 +66,7 @@ DISTRACTOR_PID = 0
 """Market-1501's distractor pid: an ordinary negative."""
 HIT_COLOR = "green"
 MISS_COLOR = "red"
-PAPER_COLOR = "0.6"  # grey for the paper's published methods in :func:`sota_bars`
+PAPER_COLOR = "0.6"  # grey for the paper's effects in :func:`claims_forest`
 OURS_COLOR = "tab:orange"
 # Inches per image cell; person crops are about 2:1 (128x64, 384x128).
 _CELL_W, _CELL_H = 1.1, 2.3
@@ -419,67 +420,75 @@ def cmc_curve(cmcs: Mapping[str, np.ndarray]) -> Figure:
 # --------------------------------------------------------------------------- result tables
 
 
-def metric_bars(table: pd.DataFrame, metric: str = "mAP") -> Figure:
-    """Paper vs ours for one metric, grouped horizontal bars per row (notebooks 03-05, 07).
+def seed_bars(per_row_seeds: Mapping[str, Sequence[Mapping[str, Any]]], metric: str = "mAP",
+              rows: Sequence[str] | None = None) -> Figure:
+    """Our rows over seeds: the mean as a bar, its 95% interval as a whisker, each seed a dot.
+
+    The paper's numbers are not drawn: on another dataset they are no yardstick for ours
+    (the notebooks show them as a reference column, and compare *effects* in the claims).
 
     Args:
-        table: DataFrame indexed by row name with columns ``"<metric> paper"`` and
-            ``"<metric> ours"`` (as :func:`canlib.results.compare_table` makes). Empty cells
-            (a row not measured yet) get no bar.
-        metric: e.g. ``"mAP"``, ``"rank1"``. Default ``"mAP"``.
+        per_row_seeds: row name -> one metrics dict per seed (percent), as
+            :meth:`canlib.notebook.NotebookRun.run_seeds` returns.
+        metric: e.g. ``"mAP"``. Default ``"mAP"``.
+        rows: the rows in order (default: those of ``per_row_seeds``); rows without runs
+            are left out.
 
     Returns:
-        A figure with one axes.
+        A figure with one axes; the whisker is absent for a row with one seed.
     """
-    columns = {f"{metric} paper": "paper", f"{metric} ours": "ours"}
-    if not set(columns) <= set(table.columns):
-        cols = set(map(str, table.columns))
-        stems = {c[: -len(" paper")] for c in cols if c.endswith(" paper")}
-        have = sorted(m for m in stems if f"{m} ours" in cols)
-        raise ConfigError(f"table has no '{metric} paper'/'{metric} ours' columns; metrics "
-                          f"with both: {have}")
-    values = table[list(columns)].apply(pd.to_numeric, errors="coerce").rename(columns=columns)
-    long = values.rename_axis("row").reset_index().melt("row", var_name="source",
-                                                       value_name=metric)
-    fig = _new_figure((7, 0.5 * len(table) + 1.2))
+    names = [r for r in (rows or list(per_row_seeds)) if per_row_seeds.get(r)]
+    if not names:
+        raise ConfigError(f"nothing to draw: no row has runs (rows: {list(per_row_seeds)})")
+    for name in names:
+        if any(metric not in m for m in per_row_seeds[name]):
+            raise ConfigError(f"row {name!r} has runs without {metric!r}")
+    summary = {n: stats.summarize_seeds(per_row_seeds[n], (metric,))[metric] for n in names}
+    fig = _new_figure((7, 0.45 * len(names) + 1.2))
     ax = fig.subplots()
-    sns.barplot(data=long, x=metric, y="row", hue="source", hue_order=["paper", "ours"],
-                palette=[PAPER_COLOR, OURS_COLOR], saturation=1.0, orient="h", ax=ax)
-    for bars in ax.containers:
-        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
-    ax.set(ylabel="", xlabel=f"{metric} (%)")
+    y = np.arange(len(names))
+    means = [summary[n]["mean"] for n in names]
+    half = [(summary[n]["ci_high"] - summary[n]["ci_low"]) / 2 if summary[n]["n"] > 1 else 0.0
+            for n in names]
+    ax.barh(y, means, color=OURS_COLOR, alpha=0.8, xerr=half, capsize=3)
+    for i, name in enumerate(names):
+        ax.plot([m[metric] for m in per_row_seeds[name]], [i] * len(per_row_seeds[name]),
+                "o", color="black", markersize=3)
+    ax.bar_label(ax.containers[-1], fmt="%.1f", fontsize=7, padding=8)
+    ax.set(yticks=y, yticklabels=names, xlabel=f"{metric} (%), mean and 95% CI over seeds")
+    ax.invert_yaxis()
     return fig
 
 
-def sota_bars(paper_rows: Sequence[Mapping[str, Any]], measured: Mapping[str, Mapping[str, float]],
-              metric: str = "mAP", label: str = "synthetic") -> Figure:
-    """The paper's published methods (grey) with our measured rows highlighted (notebook 07).
+def claims_forest(claims: pd.DataFrame) -> Figure:
+    """The paper's claims as a forest plot: our effect with its 95% interval per claim.
 
     Args:
-        paper_rows: dicts ``{"row": method, metric: value or None}``
-            (:func:`canlib.paper.paper_rows`); rows without a value are left out.
-        measured: our row name -> metrics in percent (as for :func:`canlib.results.compare_table`).
-        metric: the metric to draw. Default ``"mAP"``.
-        label: what ours were measured on (dataset/profile); their bars read
-            ``"<name> (measured on <label>)"``, since they need not share the paper's data.
+        claims: a :func:`canlib.stats.claims_table` frame (effects in the claim's unit).
 
     Returns:
-        A figure with one axes, bars sorted by value (best at the top).
+        A figure with one axes: a dot and whisker per measured claim coloured by verdict
+        (green holds, red contradicted, grey not established), the paper's effect as a
+        grey cross where it gives one, and a line at zero.
     """
-    bars = [(str(r["row"]), float(r[metric]), PAPER_COLOR) for r in paper_rows
-            if r.get(metric) is not None]
-    for name, metrics in measured.items():
-        if metrics.get(metric) is None:
-            raise ConfigError(f"measured row {name!r} has no {metric!r}; it has {sorted(metrics)}")
-        bars.append((f"{name} (measured on {label})", float(metrics[metric]), OURS_COLOR))
-    if not bars:
-        raise ConfigError(f"nothing to draw: no paper row or measured row has {metric!r}")
-    bars.sort(key=lambda b: b[1])
-    fig = _new_figure((7, 0.3 * len(bars) + 1.2))
+    if claims.empty:
+        raise ConfigError("nothing to draw: the claims table is empty")
+    colours = {"holds": HIT_COLOR, "contradicted": MISS_COLOR}
+    fig = _new_figure((8, 0.45 * len(claims) + 1.4))
     ax = fig.subplots()
-    ax.barh([b[0] for b in bars], [b[1] for b in bars], color=[b[2] for b in bars])
-    ax.bar_label(ax.containers[0], fmt="%.1f", fontsize=7, padding=2)
-    ax.set(xlabel=f"{metric} (%)")
+    for i, (_, row) in enumerate(claims.iterrows()):
+        if not np.isnan(row["effect_mean"]):
+            low, high = row["ci_low"], row["ci_high"]
+            err = None if np.isnan(low) else [[row["effect_mean"] - low], [high - row["effect_mean"]]]
+            ax.errorbar(row["effect_mean"], i, xerr=err, fmt="o", capsize=3,
+                        color=colours.get(row["verdict"], "0.4"))
+        if not np.isnan(row["paper_effect"]):
+            ax.plot(row["paper_effect"], i, "x", color=PAPER_COLOR, markersize=8)
+    ax.axvline(0, color="black", linewidth=0.8)
+    labels = [f"{c} [{v}]" for c, v in zip(claims["claim"], claims["verdict"], strict=True)]
+    ax.set(yticks=range(len(claims)), yticklabels=labels,
+           xlabel="effect (mAP points; body share in %), ours: 95% CI over seeds; x: paper")
+    ax.invert_yaxis()
     return fig
 
 

@@ -272,7 +272,8 @@ def test_seeds_is_a_profile_field_outside_the_hash():
     assert source_kind("train", "seeds")[0] == "paper"  # the paper reports single runs
     counts = {name: experiments.profile(name, ["data.data_root=/x"]).train.seeds
               for name in experiments.PROFILES}
-    assert counts == {"smoke": 2, "synthetic": 3, "paper": 1}
+    # smoke: 1 seed, so CI re-executes the notebooks three times within its time (make test)
+    assert counts == {"smoke": 1, "synthetic": 3, "paper": 1}
     base = experiments.profile("synthetic")
     assert base.with_overrides(["train.seeds=7"]).config_hash() == base.config_hash()
     # Each seed's run differs in train.seed, which the hash keeps.

@@ -29,7 +29,7 @@ def test_run_seeds_runs_each_seed_once_and_tags_it(monkeypatch, tmp_path):
         return {"mAP": 80.0 + cfg.train.seed, "run_dir": str(runs_root), "reused": False}
 
     monkeypatch.setattr(results, "run_experiment", fake_run)
-    cfg = experiments.experiment("sota", "CAN", "smoke")  # smoke: 2 seeds
+    cfg = experiments.experiment("sota", "CAN", "smoke", ["train.seeds=2"])
     out = results.run_seeds(cfg, tmp_path, force=True)
     assert [(r["seed"], r["mAP"]) for r in out] == [(0, 80.0), (1, 81.0)]
     assert [c[0] for c in calls] == [0, 1] and all(c[2] for c in calls)

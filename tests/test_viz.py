@@ -181,32 +181,49 @@ def test_cmc_curve() -> None:
 # --------------------------------------------------------------------------- tables
 
 
-def test_metric_bars_paper_vs_ours() -> None:
-    table = pd.DataFrame(
-        {"mAP paper": [80.0, 90.0], "mAP ours": [70.0, None], "rank1 paper": [1.0, 2.0]},
-        index=pd.Index(["a", "b"], name="row"),
-    )
-    fig = viz.metric_bars(table, "mAP")
-    assert len(fig.axes) == 1
+def test_seed_bars_draw_mean_interval_and_each_seed() -> None:
+    # Row a: seeds 10 and 20 -> mean 15, sd 7.0711, t(0.975, 1) = 12.7062 -> half-width
+    # 12.7062 * 7.0711 / sqrt(2) = 63.531. Row b: one seed, 40 -> no whisker.
+    per_row = {"a": [{"mAP": 10.0}, {"mAP": 20.0}], "b": [{"mAP": 40.0}], "c": []}
+    fig = viz.seed_bars(per_row, "mAP")
     ax = fig.axes[0]
-    widths = sorted((round(p.get_width(), 6), to_rgba(p.get_facecolor())) for p in ax.patches
-                    if p.get_width() > 0)
-    assert widths == [(70.0, to_rgba(viz.OURS_COLOR)), (80.0, to_rgba(viz.PAPER_COLOR)),
-                      (90.0, to_rgba(viz.PAPER_COLOR))]
-    with pytest.raises(ConfigError, match=r"metrics with both: \['mAP'\]"):
-        viz.metric_bars(table, "rank1")
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
+    assert [round(p.get_width(), 6) for p in ax.patches] == [15.0, 40.0]
+    bars = next(c for c in ax.containers if hasattr(c, "errorbar"))
+    whisker = bars.errorbar.lines[2][0].get_segments()
+    assert whisker[0][:, 0].tolist() == pytest.approx([15 - 63.531, 15 + 63.531], abs=1e-3)
+    assert whisker[1][:, 0].tolist() == [40.0, 40.0]
+    dots = sorted(x for line in ax.get_lines() if line.get_marker() == "o" for x in line.get_xdata())
+    assert dots == [10.0, 20.0, 40.0]
+    with pytest.raises(ConfigError, match="without 'rank1'"):
+        viz.seed_bars(per_row, "rank1")
+    with pytest.raises(ConfigError, match="no row has runs"):
+        viz.seed_bars({"c": []})
 
 
-def test_sota_bars_highlight_ours() -> None:
-    paper_rows = [{"row": "A", "mAP": 80.0}, {"row": "B", "mAP": None}, {"row": "C", "mAP": 90.0}]
-    fig = viz.sota_bars(paper_rows, {"CAN": {"mAP": 85.0}}, "mAP", label="synthetic/smoke")
+def test_claims_forest_colours_by_verdict_and_marks_the_paper() -> None:
+    claims = pd.DataFrame([
+        {"claim": "x", "table": "T", "paper_effect": 2.5, "direction": "+", "effect_mean": 1.0,
+         "ci_low": 0.5, "ci_high": 1.5, "n_seeds": 3, "verdict": "holds"},
+        {"claim": "y", "table": "T", "paper_effect": float("nan"), "direction": "+",
+         "effect_mean": -2.0, "ci_low": -3.0, "ci_high": -1.0, "n_seeds": 3,
+         "verdict": "contradicted"},
+        {"claim": "z", "table": "T", "paper_effect": 1.0, "direction": "+",
+         "effect_mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
+         "n_seeds": 0, "verdict": "not measured"},
+    ])
+    fig = viz.claims_forest(claims)
     ax = fig.axes[0]
-    labels = [t.get_text() for t in ax.get_yticklabels()]
-    assert labels == ["A", "CAN (measured on synthetic/smoke)", "C"]  # sorted by value; B has none
-    colours = [to_rgba(p.get_facecolor()) for p in ax.patches]
-    assert colours == [to_rgba(c) for c in (viz.PAPER_COLOR, viz.OURS_COLOR, viz.PAPER_COLOR)]
-    with pytest.raises(ConfigError, match="no 'rank1'"):
-        viz.sota_bars(paper_rows, {"CAN": {"mAP": 85.0}}, "rank1")
+    assert [t.get_text() for t in ax.get_yticklabels()] == [
+        "x [holds]", "y [contradicted]", "z [not measured]"]
+    dots = [(line.get_xdata()[0], line.get_ydata()[0], to_rgba(line.get_color()))
+            for line in ax.get_lines() if line.get_marker() == "o"]
+    assert dots == [(1.0, 0, to_rgba(viz.HIT_COLOR)), (-2.0, 1, to_rgba(viz.MISS_COLOR))]
+    crosses = [(line.get_xdata()[0], line.get_ydata()[0]) for line in ax.get_lines()
+               if line.get_marker() == "x"]
+    assert crosses == [(2.5, 0), (1.0, 2)]
+    with pytest.raises(ConfigError, match="empty"):
+        viz.claims_forest(claims.iloc[:0])
 
 
 # --------------------------------------------------------------------------- maps
