@@ -159,8 +159,9 @@ def build_model_from_config(cfg: ExperimentConfig, num_classes: int) -> nn.Modul
         "embed_dim": m.embed_dim,
         "input_size": (cfg.data.height, cfg.data.width),
     }
-    if m.name != "mgn":  # MGN keeps its own pooling and linear classifier
-        options.update(scale=m.scale, pooling=m.pooling)
+    if m.name != "mgn":  # MGN keeps its own pooling, reductions and linear classifier
+        options.update(scale=m.scale, pooling=m.pooling, embed_bn=m.embed_bn,
+                       test_features=cfg.eval.features)
     if m.name == "can":
         options.update(parts=m.parts, collaborative=m.collaborative)
     return build_model(m.name, num_classes, **options)
@@ -178,6 +179,8 @@ def build_loss(cfg: ExperimentConfig, model: nn.Module, num_classes: int) -> nn.
         mode=lo.mode,
         margin=lo.margin,
         center_weight=lo.center_weight,
+        squared=lo.triplet_distance == "squared-sum",
+        reduction="sum" if lo.triplet_distance == "squared-sum" else "mean",
         label_smoothing=lo.label_smoothing,
     )
 
@@ -837,8 +840,16 @@ def evaluate_model(
     return metrics
 
 
-def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
+def load_trained_model(
+    path: str | Path, device: str | torch.device = "cpu", eval_overrides: dict | None = None
+):
     """Rebuild the model of a checkpoint written by :func:`train` and load its weights.
+
+    Args:
+        path: the checkpoint.
+        device: where the model goes.
+        eval_overrides: ``{"eval.features": "pre_bn"}`` and the like: score the same weights
+            under other test-time settings (only ``eval.*`` fields; the weights are unchanged).
 
     Returns ``(model, config)``; the model is in eval mode on ``device``.
     """
@@ -846,6 +857,11 @@ def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
     if "config" not in state or "model" not in state:
         raise CheckpointError(f"{path} is not a canlib training checkpoint (no config/model)")
     cfg = ExperimentConfig.from_dict(json.loads(state["config"]))
+    if eval_overrides:
+        bad = [key for key in eval_overrides if not str(key).startswith("eval.")]
+        if bad:
+            raise ConfigError(f"eval_overrides may only set eval.* fields (got {bad})")
+        cfg = cfg.with_overrides(eval_overrides).validate()
     num_classes = _num_classes_from_state(state["model"])
     model = build_model_from_config(cfg.with_overrides({"model.pretrained": False}), num_classes)
     model.load_state_dict(state["model"])

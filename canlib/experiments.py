@@ -310,6 +310,102 @@ CLAIMS: tuple[Claim, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class OpenChoice:
+    """A choice the paper leaves open or contradicts, and the alternative it allows.
+
+    The effect is the alternative minus our default, in mAP points, paired by seed on the
+    same table row. An evaluation-only choice scores the default's trained checkpoints again
+    under the alternative test-time settings: nothing is retrained.
+
+    Attributes:
+        choice: a short name.
+        where: where the paper is ambiguous, quoted or by section.
+        row: the ``(table_key, row)`` whose config both variants start from.
+        default: our default, in words; ``default_overrides`` make it explicit.
+        alternative: the alternative, in words; ``alternative_overrides`` set it.
+        eval_only: True when only ``eval.*`` fields change.
+    """
+
+    choice: str
+    where: str
+    row: RowKey
+    default: str
+    alternative: str
+    alternative_overrides: tuple[tuple[str, Any], ...]
+    default_overrides: tuple[tuple[str, Any], ...] = ()
+    eval_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.row[1] not in TABLES.get(self.row[0], {}):
+            raise ConfigError(f"open choice {self.choice!r}: no row {self.row!r} in TABLES")
+        if self.eval_only and any(not k.startswith("eval.") for k, _ in self.alternative_overrides):
+            raise ConfigError(f"open choice {self.choice!r} is evaluation-only but sets "
+                              f"{[k for k, _ in self.alternative_overrides]}")
+
+
+_CAN = ("table4", "global & local to L_c")
+_EQ1 = "Eq. (1) windows (overlapping for 5, 7 and 9 stripes)"
+_ADAPTIVE = "torch's adaptive pooling bins"
+_POOLING_WHERE = ("§3.2: 'Adaptive Pooling is introduced', yet Eq. (1) gives explicit windows "
+                  "(stride floor(IS/OS), kernel IS-(OS-1)*stride), which differ from torch's bins")
+
+OPEN_CHOICES: tuple[OpenChoice, ...] = (
+    OpenChoice("Stripe pooling, part-1,3,5,7", _POOLING_WHERE, ("table3", "part-1,3,5,7 with CA"),
+               _ADAPTIVE, _EQ1, (("model.pooling", "eq1"),)),
+    OpenChoice("Stripe pooling, part-1,3,5,7,9", _POOLING_WHERE,
+               ("table3", "part-1,3,5,7,9 with CA"), _ADAPTIVE, _EQ1, (("model.pooling", "eq1"),)),
+    OpenChoice(
+        "Epoch definition",
+        "§4.6: 'The whole training process stops at epoch 600'; what an epoch is, is not said",
+        _CAN, "identity epochs (each identity once with K images, MGN-pytorch)",
+        "image epochs (every training image once: about 4x the steps, torchreid / fast-reid)",
+        (("data.epoch", "images"),),
+    ),
+    OpenChoice(
+        "Adam's weight decay",
+        "§4.6: 'Adam optimizer is utilized with default parameters' (torch's default: no decay)",
+        _CAN, "5e-4 (BoT / MGN-pytorch)", "0, the paper's 'default parameters'",
+        (("train.weight_decay", 0.0),), (("train.weight_decay", 5e-4),),
+    ),
+    OpenChoice(
+        "BN after the shared 1x1 embedding",
+        "§3.2 Eq. (3)-(4): a 1x1 convolution embeds every feature; no normalisation is named",
+        _CAN, "with a BN (BNNeck: classifier on BN features, clustering losses before it)",
+        "without it (every loss on the conv's output)", (("model.embed_bn", False),),
+    ),
+    OpenChoice(
+        "Cosine-classifier scale",
+        "§4.6: 'We also normalize the features and weights in FC Layer'; no scale is given",
+        _CAN, "16", "30", (("model.scale", 30.0),), (("model.scale", 16.0),),
+    ),
+    OpenChoice(
+        "Triplet distance",
+        "§3.3 Eq. (7): squared distances summed over anchors, margin not given",
+        _CAN, "plain distances, mean over anchors (BoT, MGN-pytorch)",
+        "squared distances, sum over anchors (Eq. 7 as written)",
+        (("loss.triplet_distance", "squared-sum"),),
+    ),
+    OpenChoice(
+        "Test embedding",
+        "§4.6: features are normalised and compared by cosine distance; which features, unsaid",
+        _CAN, "BN features", "pre-BN features", (("eval.features", "pre_bn"),), eval_only=True,
+    ),
+    OpenChoice(
+        "Flip averaging at test",
+        "not mentioned; common in public code (fast-reid's flip test)",
+        _CAN, "off", "on (mean of the image's and its mirror's embeddings)",
+        (("eval.flip", True),), eval_only=True,
+    ),
+    OpenChoice(
+        "Re-ranking",
+        "§4.7: 'Our experimental results are based on model accuracy without re-ranking'",
+        _CAN, "off", "k-reciprocal re-ranking (Zhong et al. 2017)", (("eval.rerank", True),),
+        eval_only=True,
+    ),
+)
+
+
 def claim_rows(claims: tuple[Claim, ...] = CLAIMS) -> list[RowKey]:
     """Every ``(table, row)`` the claims compare, once each, in first-use order."""
     return list(dict.fromkeys(key for claim in claims for key in claim.rows))

@@ -46,6 +46,7 @@ _MODES: dict[str, tuple[bool, bool, bool]] = {
     "mgn": (True, False, False),
 }
 LOSS_MODES: tuple[str, ...] = tuple(_MODES)
+TRIPLET_REDUCTIONS = ("mean", "sum")
 
 
 def cross_entropy_loss(logits: Tensor, pids: Tensor, *, label_smoothing: float = 0.0) -> Tensor:
@@ -92,6 +93,7 @@ def batch_hard_triplet_loss(
     margin: float = 0.3,
     squared: bool = False,
     soft_margin: bool = False,
+    reduction: str = "mean",
 ) -> Tensor:
     """Batch-hard triplet loss (equations (7)-(8)), per feature, averaged over features.
 
@@ -113,11 +115,14 @@ def batch_hard_triplet_loss(
         margin: alpha in eq. (7). Default 0.3. Ignored with ``soft_margin``.
         squared: use squared distances as eq. (7) writes. Default False.
         soft_margin: ``log(1 + exp(d_ap - d_an))`` instead of the hinge (Hermans et al.).
+        reduction: ``mean`` over valid anchors (default, ours) or ``sum`` (eq. 7 as written).
 
     Returns:
-        scalar: mean over features of the mean over valid anchors; 0 (still attached to the graph)
-        when no anchor is valid.
+        scalar: mean over features of the mean (or sum) over valid anchors; 0 (still attached
+        to the graph) when no anchor is valid.
     """
+    if reduction not in TRIPLET_REDUCTIONS:
+        raise ConfigError(f"reduction must be one of {TRIPLET_REDUCTIONS} (got {reduction!r})")
     x = features[:, None] if features.dim() == 2 else features
     dist = pairwise_distances(x.transpose(0, 1), squared=squared)  # (F, B, B)
     same = pids[:, None] == pids[None, :]
@@ -134,7 +139,8 @@ def batch_hard_triplet_loss(
         per_anchor = F.softplus(d_ap - d_an)
     else:
         per_anchor = (margin + d_ap - d_an).clamp_min(0)
-    return per_anchor[:, valid].mean()
+    kept = per_anchor[:, valid]
+    return kept.mean() if reduction == "mean" else kept.sum(dim=1).mean()
 
 
 class CenterLoss(nn.Module):
@@ -239,6 +245,7 @@ class CANLoss(nn.Module):
         center_weight: lambda. Default 5e-4 (paper section 4.6).
         squared: triplet on squared distances (eq. 7 literally). Default False (ours).
         soft_margin: soft-margin triplet. Default False.
+        reduction: triplet ``mean`` over anchors (ours) or ``sum`` (eq. 7). Default ``mean``.
         label_smoothing: cross-entropy label smoothing. Default 0 (paper).
         seed: seed of the centres' initialisation (see :class:`CenterLoss`).
     """
@@ -255,6 +262,7 @@ class CANLoss(nn.Module):
         *,
         squared: bool = False,
         soft_margin: bool = False,
+        reduction: str = "mean",
         label_smoothing: float = 0.0,
         seed: int | None = None,
     ) -> None:
@@ -266,6 +274,7 @@ class CANLoss(nn.Module):
         self.center_weight = center_weight
         self.squared = squared
         self.soft_margin = soft_margin
+        self.reduction = reduction
         self.label_smoothing = label_smoothing
         selected = [i for i, g in enumerate(flags) if g or every_feature]
         self.register_buffer("selected", torch.tensor(selected, dtype=torch.long), persistent=False)
@@ -286,7 +295,8 @@ class CANLoss(nn.Module):
         feats = outputs["features"].index_select(1, self.selected)
         triplet = (
             batch_hard_triplet_loss(
-                feats, pids, margin=self.margin, squared=self.squared, soft_margin=self.soft_margin
+                feats, pids, margin=self.margin, squared=self.squared,
+                soft_margin=self.soft_margin, reduction=self.reduction,
             )
             if self.use_triplet
             else zero

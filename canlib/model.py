@@ -334,10 +334,11 @@ class _SharedEmbedding(nn.Module):
     the classifier sees and the pre-BN output feeds the clustering losses (BNNeck, as in BoT).
     """
 
-    def __init__(self, in_dim: int, embed_dim: int, num_features: int) -> None:
+    def __init__(self, in_dim: int, embed_dim: int, num_features: int, bn: bool = True) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_dim, embed_dim, kernel_size=1, bias=False)
-        self.bn = nn.BatchNorm1d(num_features * embed_dim)
+        # Without the BN (``bn=False``) both outputs are the conv's: one feature for every loss.
+        self.bn = nn.BatchNorm1d(num_features * embed_dim) if bn else nn.Identity()
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_in")  # as MGN-pytorch's reduction
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -483,6 +484,8 @@ class CANModel(nn.Module):
         split: where branches fork: ``layer4`` (paper) or ``layer3.1`` (MGN: after the first block
             of layer3, the rest of layer3 copied per branch too). Default ``layer4``.
         test_features: ``bn`` (after BN, default) or ``pre_bn`` features in the test embedding.
+        embed_bn: batch norm after the shared embedding (ours, BNNeck; default True). Without
+            it every loss and the test embedding see the conv's output.
         flip_test: average the embeddings of the image and its horizontal flip. Default False
             (the paper does not use it).
         input_size: nominal (height, width) of the input, used to validate ``parts`` and by
@@ -510,6 +513,7 @@ class CANModel(nn.Module):
         global_stride: int = 1,
         split: str = "layer4",
         test_features: str = "bn",
+        embed_bn: bool = True,
         flip_test: bool = False,
         input_size: tuple[int, int] = (384, 128),
         seed: int | None = None,
@@ -550,6 +554,7 @@ class CANModel(nn.Module):
         self.pooling = pooling
         self.test_features = test_features
         self.flip_test = bool(flip_test)
+        self.embed_bn = bool(embed_bn)
         self.embed_dim = embed_dim
         self.num_classes = num_classes
 
@@ -607,8 +612,12 @@ class CANModel(nn.Module):
                 ]
         self.num_features = len(self.is_global)
 
-        emb_cls = _SharedEmbedding if embedding == "shared" else _MGNEmbedding
-        self.embedding = emb_cls(self.in_dim, self.embed_dim, self.num_features)
+        if embedding == "shared":
+            self.embedding = _SharedEmbedding(
+                self.in_dim, self.embed_dim, self.num_features, bn=self.embed_bn
+            )
+        else:
+            self.embedding = _MGNEmbedding(self.in_dim, self.embed_dim, self.num_features)
         self.classifier = (
             _Classifiers(classifier, self.num_features, num_classes, self.embed_dim, float(scale))
             if num_classes

@@ -135,6 +135,64 @@ class NotebookRun:
         frame = stats.claims_table(per_row, chosen)
         return frame, stats.claim_sentences(frame, chosen)
 
+    def open_choices(self):
+        """What each choice the paper leaves open does: :data:`canlib.experiments.OPEN_CHOICES`.
+
+        Per choice, both variants over the profile's seeds (the default usually is a cached
+        table row; an evaluation-only alternative rescores the default's checkpoints), and
+        the alternative's effect on mAP paired by seed: ``matters`` when its 95% interval
+        excludes 0, ``no measurable effect`` otherwise.
+
+        Returns:
+            A frame with the columns of ``claims.csv`` (``claim`` says alternative vs default,
+            ``table`` where the paper is ambiguous) plus ``choice``, ``default`` and
+            ``alternative``.
+        """
+        import pandas as pd
+
+        from canlib import stats
+        from canlib.experiments import OPEN_CHOICES
+        from canlib.results import run_seeds
+
+        lines = []
+        for choice in OPEN_CHOICES:
+            base = self.config(*choice.row).with_overrides(dict(choice.default_overrides))
+            default = run_seeds(base.validate(), self.runs_dir, force=self.force, progress=False)
+            if choice.eval_only:
+                alternative = [
+                    {**self.rescore(m["checkpoint"], dict(choice.alternative_overrides)),
+                     "seed": m["seed"]}
+                    for m in default
+                ]
+            else:
+                alt_cfg = base.with_overrides(dict(choice.alternative_overrides)).validate()
+                alternative = run_seeds(alt_cfg, self.runs_dir, force=self.force, progress=False)
+            a, b = (stats.seed_values(runs, "mAP") for runs in (alternative, default))
+            common = sorted(set(a) & set(b))
+            effect = stats.paired_effect([a[i] for i in common], [b[i] for i in common])
+            lines.append({
+                "claim": f"{choice.alternative} instead of {choice.default}",
+                "table": choice.where,
+                "paper_effect": float("nan"),
+                "direction": "",
+                "effect_mean": effect.mean,
+                "ci_low": effect.ci_low,
+                "ci_high": effect.ci_high,
+                "n_seeds": effect.n,
+                "verdict": stats.choice_verdict(effect.ci_low, effect.ci_high),
+                "choice": choice.choice,
+                "default": choice.default,
+                "alternative": choice.alternative,
+            })
+        return pd.DataFrame(lines)
+
+    def rescore(self, checkpoint: str | Path, eval_overrides: dict[str, Any]) -> dict[str, Any]:
+        """Metrics of a trained checkpoint under other test-time settings (``eval.*``)."""
+        from canlib.engine import build_data, evaluate_model, load_trained_model
+
+        model, cfg = load_trained_model(checkpoint, self.device, eval_overrides=eval_overrides)
+        return evaluate_model(model, build_data(cfg), cfg)
+
     def body_shares(self, table: str, row: str) -> list[dict[str, Any]]:
         """Per seed, the share of layer-4 activation mass inside the person masks, in
         percent (:func:`body_share`), added to the row's per-seed metrics."""
@@ -287,6 +345,18 @@ def mean_over_seeds(per_seed: list[Mapping[str, Any]]) -> dict[str, Any]:
     first = per_seed[0]
     return {**means, "seeds": len(per_seed), "run_dir": first.get("run_dir"),
             "checkpoint": first.get("checkpoint")}
+
+
+def check_choices(choices) -> None:
+    """Post-condition of notebook 08: every open choice measured, in order, with a verdict."""
+    from canlib.experiments import OPEN_CHOICES
+
+    expected = [c.choice for c in OPEN_CHOICES]
+    if list(choices["choice"]) != expected:
+        raise AssertionError(f"open choices measured {list(choices['choice'])}, expected {expected}")
+    verdicts = set(choices["verdict"]) - {"matters", "no measurable effect"}
+    if verdicts:
+        raise AssertionError(f"unexpected verdicts {sorted(verdicts)}")
 
 
 def check_files(paths: Iterable[Path | str]) -> None:

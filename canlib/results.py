@@ -216,6 +216,22 @@ def save_claims(table: pd.DataFrame, results_dir: str | Path, note: str = "") ->
     return [csv_path, md_path]
 
 
+def save_open_choices(table: pd.DataFrame, results_dir: str | Path, note: str = "") -> list[Path]:
+    """Write :meth:`canlib.notebook.NotebookRun.open_choices` as ``open_choices.csv`` (the
+    columns of ``claims.csv`` plus ``choice``) and ``open_choices.md``."""
+    out_dir = Path(results_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out_dir / "open_choices.csv", out_dir / "open_choices.md"
+    table[[*stats.CLAIM_COLUMNS, "choice"]].to_csv(csv_path, index=False, float_format="%.3f")
+    shown = table[["choice", "default", "alternative", "effect_mean", "ci_low", "ci_high",
+                   "n_seeds", "verdict"]].copy()
+    for col in ("effect_mean", "ci_low", "ci_high"):
+        shown[col] = [None if pd.isna(v) else f"{v:+.1f}" for v in shown[col]]
+    body = to_markdown(shown.set_index("choice"))
+    md_path.write_text((note.strip() + "\n\n" if note else "") + body + "\n")
+    return [csv_path, md_path]
+
+
 def save_table(table: pd.DataFrame, out_dir: str | Path, name: str, note: str = "") -> list[Path]:
     """Write ``table`` as ``<name>.csv`` and ``<name>.md`` (with ``note`` above the table)."""
     out_dir = Path(out_dir)

@@ -460,11 +460,13 @@ def seed_bars(per_row_seeds: Mapping[str, Sequence[Mapping[str, Any]]], metric: 
     return fig
 
 
-def claims_forest(claims: pd.DataFrame) -> Figure:
+def claims_forest(claims: pd.DataFrame, label: str = "claim") -> Figure:
     """The paper's claims as a forest plot: our effect with its 95% interval per claim.
 
     Args:
-        claims: a :func:`canlib.stats.claims_table` frame (effects in the claim's unit).
+        claims: a :func:`canlib.stats.claims_table` frame (effects in the claim's unit), or
+            the open choices (:meth:`canlib.notebook.NotebookRun.open_choices`).
+        label: the column that names each line. Default ``claim``.
 
     Returns:
         A figure with one axes: a dot and whisker per measured claim coloured by verdict
@@ -473,7 +475,7 @@ def claims_forest(claims: pd.DataFrame) -> Figure:
     """
     if claims.empty:
         raise ConfigError("nothing to draw: the claims table is empty")
-    colours = {"holds": HIT_COLOR, "contradicted": MISS_COLOR}
+    colours = {"holds": HIT_COLOR, "contradicted": MISS_COLOR, "matters": "tab:blue"}
     fig = _new_figure((8, 0.45 * len(claims) + 1.4))
     ax = fig.subplots()
     for i, (_, row) in enumerate(claims.iterrows()):
@@ -485,7 +487,7 @@ def claims_forest(claims: pd.DataFrame) -> Figure:
         if not np.isnan(row["paper_effect"]):
             ax.plot(row["paper_effect"], i, "x", color=PAPER_COLOR, markersize=8)
     ax.axvline(0, color="black", linewidth=0.8)
-    labels = [f"{c} [{v}]" for c, v in zip(claims["claim"], claims["verdict"], strict=True)]
+    labels = [f"{c} [{v}]" for c, v in zip(claims[label], claims["verdict"], strict=True)]
     ax.set(yticks=range(len(claims)), yticklabels=labels,
            xlabel="effect (mAP points; body share in %), ours: 95% CI over seeds; x: paper")
     ax.invert_yaxis()
