@@ -853,14 +853,14 @@ def load_trained_model(
 
     Returns ``(model, config)``; the model is in eval mode on ``device``.
     """
+    bad = [key for key in (eval_overrides or {}) if not str(key).startswith("eval.")]
+    if bad:
+        raise ConfigError(f"eval_overrides may only set eval.* fields (got {bad})")
     state = ckpt.load_checkpoint(Path(path), map_location="cpu")
     if "config" not in state or "model" not in state:
         raise CheckpointError(f"{path} is not a canlib training checkpoint (no config/model)")
     cfg = ExperimentConfig.from_dict(json.loads(state["config"]))
     if eval_overrides:
-        bad = [key for key in eval_overrides if not str(key).startswith("eval.")]
-        if bad:
-            raise ConfigError(f"eval_overrides may only set eval.* fields (got {bad})")
         cfg = cfg.with_overrides(eval_overrides).validate()
     num_classes = _num_classes_from_state(state["model"])
     model = build_model_from_config(cfg.with_overrides({"model.pretrained": False}), num_classes)

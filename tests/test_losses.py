@@ -15,7 +15,7 @@ from canlib.losses import (
 )
 
 
-def _triplet_reference(x, pids, margin, squared, soft):
+def _triplet_reference(x, pids, margin, squared, soft, total=False):
     """Brute force: every anchor, every positive and negative, Python loops, one feature."""
     x = x.tolist()
     terms = []
@@ -33,6 +33,8 @@ def _triplet_reference(x, pids, margin, squared, soft):
         d_ap = max(d(a, p) for p in pos)
         d_an = min(d(a, q) for q in neg)
         terms.append(math.log1p(math.exp(d_ap - d_an)) if soft else max(0.0, margin + d_ap - d_an))
+    if total:
+        return sum(terms)
     return sum(terms) / len(terms) if terms else 0.0
 
 
@@ -56,6 +58,19 @@ def test_triplet_averages_over_features():
     want = sum(_triplet_reference(x[:, f], pids.tolist(), 1.0, False, False) for f in range(3)) / 3
     got = batch_hard_triplet_loss(x, pids, margin=1.0)
     assert got.item() == pytest.approx(want, rel=1e-9)
+
+
+def test_triplet_sum_is_equation_7_as_written():
+    # Eq. (7): squared distances, summed over the anchors (per feature; features averaged).
+    g = torch.Generator().manual_seed(3)
+    pids = torch.tensor([0, 0, 1, 1, 1, 2, 2, 3])
+    x = torch.randn(8, 2, 4, generator=g, dtype=torch.float64)
+    want = sum(_triplet_reference(x[:, f], pids.tolist(), 0.3, True, False, total=True)
+               for f in range(2)) / 2
+    got = batch_hard_triplet_loss(x, pids, margin=0.3, squared=True, reduction="sum")
+    assert got.item() == pytest.approx(want, rel=1e-9)
+    with pytest.raises(ConfigError, match="reduction must be one of"):
+        batch_hard_triplet_loss(x, pids, reduction="max")
 
 
 def test_triplet_without_valid_anchor_is_zero_and_differentiable():

@@ -390,3 +390,21 @@ def test_classifier_logits_stay_fp32_under_bf16_autocast(kind):
         else:
             expected = xf[:, f] @ w[f].T + head.bias.detach()[f]
         torch.testing.assert_close(logits[:, f], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_without_embedding_bn_every_loss_and_the_test_embedding_see_the_conv_output():
+    with_bn = build_model("can", 4, parts=(3,), input_size=(96, 32), seed=0, **TINY)
+    without = build_model("can", 4, parts=(3,), input_size=(96, 32), seed=0, embed_bn=False,
+                          **TINY)
+    # The only parameters removed are the BN's weight and bias: F * D each (F = 1 + 1 + 2).
+    removed = sum(p.numel() for p in with_bn.parameters()) - sum(
+        p.numel() for p in without.parameters())
+    assert removed == 2 * 4 * without.embed_dim
+    x = torch.randn(4, 3, 96, 32)
+    out = without.train()(x)
+    torch.testing.assert_close(out["features"], out["bn_features"])
+    without.eval()
+    with torch.no_grad():
+        emb = without(x)
+        feats, _ = without._embed(x)
+    torch.testing.assert_close(emb, torch.nn.functional.normalize(feats.flatten(1), dim=1))

@@ -26,8 +26,8 @@ NOTEBOOKS = notebooks()
 NAMES = [p.stem for p in NOTEBOOKS]
 
 
-def test_all_seven_notebooks_are_present_in_reading_order():
-    assert [n[:2] for n in NAMES] == ["01", "02", "03", "04", "05", "06", "07"]
+def test_all_eight_notebooks_are_present_in_reading_order():
+    assert [n[:2] for n in NAMES] == ["01", "02", "03", "04", "05", "06", "07", "08"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
