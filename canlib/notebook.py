@@ -611,3 +611,40 @@ def body_share(model, data, cfg: ExperimentConfig, count: int = 64) -> float | N
             resized, total = torch.ones_like(resized), float(resized.numel())
         shares.append(float((resized * mask).sum() / total))
     return 100.0 * float(np.mean(shares))
+
+
+def family_confusions(raw: Mapping[str, Any], group_of: Mapping[int, int]) -> dict[str, Any]:
+    """How often a query's highest-ranked *wrong* gallery item is one of its look-alikes.
+
+    For each query the gallery is ranked under the Market-1501 protocol
+    (:func:`canlib.evaluate.ranked_gallery`); its first item that is not a true match is a
+    *family confusion* when it belongs to another identity of the query's family.
+
+    Args:
+        raw: :func:`canlib.engine.evaluate_model` output with ``return_raw=True``.
+        group_of: pid -> family (:func:`canlib.synthetic.pid_families`).
+
+    Returns:
+        ``queries``, ``queries in families``, and the shares in percent of all queries and of
+        the queries of family members whose top-ranked wrong match is in their family.
+    """
+    from canlib.evaluate import ranked_gallery
+
+    distmat = raw["distmat"]
+    distmat = distmat.cpu().numpy() if hasattr(distmat, "cpu") else distmat
+    q_pids, g_pids = raw["q_pids"], raw["g_pids"]
+    confused = in_family = 0
+    for i, (q_pid, q_cam) in enumerate(zip(q_pids, raw["q_camids"], strict=True)):
+        ranked = ranked_gallery(distmat[i], q_pid, q_cam, g_pids, raw["g_camids"],
+                                topk=len(g_pids))
+        wrong = next((int(g_pids[j]) for j, hit in ranked if not hit), None)
+        family = group_of.get(int(q_pid))
+        in_family += family is not None
+        confused += family is not None and wrong is not None and group_of.get(wrong) == family
+    return {
+        "queries": len(q_pids),
+        "queries in families": in_family,
+        "top wrong match in the family (% of all queries)": 100.0 * confused / len(q_pids),
+        "top wrong match in the family (% of family queries)":
+            100.0 * confused / in_family if in_family else float("nan"),
+    }

@@ -72,18 +72,25 @@ def _papermill(path: Path, out: Path, params: dict, env_root: Path) -> subproces
     return subprocess.run(args, capture_output=True, text=True, env=env, timeout=300, check=False)
 
 
+@pytest.fixture(scope="module")
+def papermill_root(tmp_path_factory):
+    """One output folder for the notebooks run in order, so later ones reuse earlier runs
+    (as ``make reproduce`` does)."""
+    return tmp_path_factory.mktemp("papermill")
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
-def test_papermill_runs_every_notebook_with_non_default_parameters(path, tmp_path):
+def test_papermill_runs_every_notebook_with_non_default_parameters(path, papermill_root):
     # seed=3 and an override change every config hash: the notebook really trains anew.
-    out = tmp_path / "out.ipynb"
-    done = _papermill(path, out, {"seed": 3, "overrides": ["data.pad=2"]}, tmp_path)
+    out = papermill_root / f"{path.stem}.ipynb"
+    done = _papermill(path, out, {"seed": 3, "overrides": ["data.pad=2"]}, papermill_root)
     assert done.returncode == 0, done.stderr[-2000:]
     book = nbformat.read(out, as_version=4)
     injected = [c for c in book.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and "seed = 3" in injected[0].source
     # Each notebook ends with post-conditions on its own outputs; here: it wrote figures
     # and showed them.
-    assert any((tmp_path / "figures" / "smoke").glob("*.png"))
+    assert any((papermill_root / "figures" / "smoke").glob("*.png"))
     assert _images(book) >= 1
 
 
