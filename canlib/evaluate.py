@@ -82,9 +82,10 @@ def _device_of(x: ArrayLike) -> torch.device:
 
 
 def _rows(x: ArrayLike, start: int, stop: int) -> torch.Tensor:
-    """Rows ``start:stop`` of a numpy array (memmap included) or tensor, as a tensor."""
+    """Rows ``start:stop`` of a numpy array (memmap included) or tensor, as a tensor (detached
+    from autograd: distances computed with gradients on work too)."""
     if isinstance(x, torch.Tensor):
-        return x[start:stop]
+        return x[start:stop].detach()
     chunk = np.asarray(x[start:stop])
     if not chunk.flags.writeable or not chunk.flags.c_contiguous:
         chunk = np.ascontiguousarray(chunk).copy()

@@ -189,6 +189,14 @@ def test_numpy_torch_and_memmap_inputs_agree(tmp_path):
         assert_same(other, ref)
 
 
+def test_distances_that_require_grad_are_accepted():
+    rng = np.random.default_rng(13)
+    dist, qp, gp, qc, gc = random_problem(rng, 10, 30, dtype=np.float32)
+    with_grad = torch.from_numpy(dist).requires_grad_()
+    for fn in (evaluate_rank, evaluate_rank_reference):
+        assert_same(fn(with_grad, qp, gp, qc, gc, 5), evaluate_rank(dist, qp, gp, qc, gc, 5))
+
+
 @cuda
 def test_cuda_agrees_with_cpu():
     rng = np.random.default_rng(4)
