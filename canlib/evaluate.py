@@ -358,8 +358,7 @@ def evaluate_rank(
             torch (CPU or CUDA; CUDA sorts the rows on the GPU). Must not contain NaN.
         q_pids: (Q,) query identity ids. g_pids: (G,) gallery ids (-1 junk, 0 distractor).
         q_camids: (Q,) query camera ids. g_camids: (G,) gallery camera ids.
-        max_rank: length of the returned CMC; default 50. Larger than G warns; the CMC stays
-            well defined (1 beyond the gallery size).
+        max_rank: length of the returned CMC; default 50. Larger than G warns (1 beyond G).
         protocol: ``'market1501'`` or ``'cuhk03-single-shot'``.
         repeats: draws for ``'cuhk03-single-shot'``; default 10 (torchreid's).
         seed: seed of the draws for ``'cuhk03-single-shot'``; default 0.
