@@ -2,64 +2,61 @@
 
 Builds synthetic problems shaped like real test splits and prints a Markdown table (median
 and min of ``--repeats`` runs, peak extra memory (host resident memory; on ``--device cuda``
-the CUDA allocator's peak for canlib's rows), speed-up over the textbook algorithm measured
-in the same run).
+the CUDA allocator's peak for canlib's rows), speed-up over the textbook algorithm,
+``canlib.evaluate.evaluate_rank_reference``, measured in the same run). Every method's
+result is checked against the reference's.
 
 * Market-1501 size: 3,368 queries x 15,913 gallery, 750 ids, 6 cameras, about 4.5 queries per
   id (one per camera the id appears in), 2,793 distractors (pid 0) and 1,000 junk (pid -1)
-  in the gallery. Distances come from features (id centre + noise of sd 1, 64-D, cosine), tuned to
-  look like a trained model (mAP about 0.85, rank-1 0.98, mINP 0.48); a second "random" problem (no signal at all)
-  is the worst case for our candidate filter.
+  in the gallery. Distances come from features (id centre + noise of sd 1, 64-D, cosine),
+  tuned to look like a trained model (mAP about 0.85, rank-1 0.98, mINP 0.48); a second
+  "random" problem has no signal at all (mAP near 0: true matches rank anywhere), as an
+  untrained model or a synthetic check gives.
 * MSMT17 size: 11,659 x 82,161 (3.8 GB of float32 distances), 3,060 ids, 15 cameras. The
-  distance matrix is built chunk-wise into one float32 array; the textbook algorithm is not
-  run there (its argsort indices alone would take 7.7 GB).
+  distance matrix is built chunk-wise into one float32 array; the reference is not run there.
 * Re-ranking at Market size (k1=20, k2=6, lambda=0.3), from Euclidean distances.
 
+``--baseline REV`` also times ``evaluate_rank`` from ``canlib/evaluate.py`` at git revision
+REV (for example ``main``), alternating calls with the current one so that both see the same
+load: on a shared machine only such same-run ratios mean much.
+
 Usage: ``python benchmarks/eval_speed.py [--quick] [--repeats N] [--device cpu|cuda]
-[--skip-msmt] [--skip-rerank] [--threads 2]``.
+[--skip-msmt] [--skip-rerank] [--threads 2] [--baseline REV]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from canlib.evaluate import evaluate_rank, pairwise_distance, re_rank
+from canlib.evaluate import evaluate_rank, evaluate_rank_reference, pairwise_distance, re_rank
 
 
-def textbook_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50):
-    """The textbook algorithm (as torchreid's pure-numpy ``eval_market1501``): argsort every
-    row (stably, so ties follow gallery order), then walk each sorted list."""
-    indices = np.argsort(distmat, axis=1, kind="stable")
-    matches = g_pids[indices] == q_pids[:, None]
-    cmcs, aps, inps = [], [], []
-    for i in range(len(q_pids)):
-        order = indices[i]
-        keep = (g_pids[order] != -1) & ~(
-            (g_pids[order] == q_pids[i]) & (g_camids[order] == q_camids[i])
-        )
-        raw = matches[i][keep]
-        if not raw.any():
-            continue
-        cmc = raw.cumsum()
-        cmc[cmc > 1] = 1
-        cmcs.append(cmc[:max_rank])
-        hits = np.flatnonzero(raw)
-        aps.append(np.mean(np.arange(1, len(hits) + 1) / (hits + 1)))
-        inps.append(len(hits) / (hits[-1] + 1))
-    return {
-        "cmc": np.mean(cmcs, axis=0),
-        "mAP": float(np.mean(aps)),
-        "mINP": float(np.mean(inps)),
-        "num_valid": len(aps),
-    }
+def load_baseline(rev: str):
+    """``canlib/evaluate.py`` as of git revision ``rev``, imported as a separate module, so
+    that an older evaluate_rank can be timed in the same run as the current one."""
+    root = Path(__file__).resolve().parents[1]
+    source = subprocess.run(
+        ["git", "-C", str(root), "show", f"{rev}:canlib/evaluate.py"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    path = Path(tempfile.mkdtemp()) / "evaluate_baseline.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("evaluate_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def split(rng, num_q, num_g, ids, cams, distractors, junk):
@@ -156,23 +153,34 @@ def check_same(ours, ref):
     assert abs(ours["mAP"] - ref["mAP"]) < 1e-9 and abs(ours["mINP"] - ref["mINP"]) < 1e-9
 
 
-def bench_rank(name, distmat, ids, args, lines):
+def bench_rank(name, distmat, ids, args, lines, baseline=None):
+    """Time evaluate_rank (and the baseline module's, calls alternating so that both see the
+    same load) against the reference; return {method: median seconds}."""
     on = torch.device(args.device)
     dm = torch.from_numpy(distmat).to(on) if on.type == "cuda" else distmat
-    ours_t, ours_mem, ours = measure(
-        lambda: evaluate_rank(dm, *ids), args.repeats, on.type == "cuda"
-    )
     ref_t, ref_mem, ref = measure(
-        lambda: textbook_rank(distmat, *ids), max(1, args.repeats // 3), False
+        lambda: evaluate_rank_reference(distmat, *ids), max(1, args.repeats // 3), False
     )
-    check_same(ours, ref)
-    ratio = statistics.median(ref_t) / statistics.median(ours_t)
-    lines.append(row(name, "cpu", "textbook (argsort + walk)", ref_t, ref_mem))
-    lines.append(row(name, args.device, "canlib evaluate_rank", ours_t, ours_mem, f"{ratio:.1f}x"))
+    lines.append(row(name, "cpu", "textbook (evaluate_rank_reference)", ref_t, ref_mem))
+    methods = {"canlib evaluate_rank": evaluate_rank}
+    if baseline is not None:
+        methods = {f"evaluate_rank at {args.baseline}": baseline.evaluate_rank, **methods}
+    times = {label: [] for label in methods}
+    peaks = dict.fromkeys(methods, 0.0)
+    for _ in range(args.repeats):
+        for label, fn in methods.items():
+            t, mem, out = measure(lambda fn=fn: fn(dm, *ids), 1, on.type == "cuda")
+            check_same(out, ref)
+            times[label] += t
+            peaks[label] = max(peaks[label], mem)
+    for label, t in times.items():
+        ratio = statistics.median(ref_t) / statistics.median(t)
+        lines.append(row(name, args.device, label, t, peaks[label], f"{ratio:.1f}x"))
     print(
-        f"  {name}: mAP {ours['mAP']:.4f}, rank-1 {ours['cmc'][0]:.4f}, mINP {ours['mINP']:.4f} "
-        f"(identical to the textbook's)"
+        f"  {name}: mAP {ref['mAP']:.4f}, rank-1 {ref['cmc'][0]:.4f}, mINP {ref['mINP']:.4f} "
+        f"(identical from every method)"
     )
+    return {label: statistics.median(t) for label, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-msmt", action="store_true")
     parser.add_argument("--skip-rerank", action="store_true")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also time evaluate_rank of git revision REV (e.g. main)"
+    )
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA GPU; none is available")
@@ -201,8 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     qf, gf = features(rng, q_pids, centres, 1.0), features(rng, g_pids, centres, 1.0)
     market = pairwise_distance(qf, gf, "cosine").numpy()
     label = f"Market-size {nq}x{ng}"
-    bench_rank(f"{label}, model-like", market, ids_args, args, lines)
-    bench_rank(f"{label}, random", rng.random((nq, ng), dtype=np.float32), ids_args, args, lines)
+    baseline = load_baseline(args.baseline) if args.baseline else None
+    good = bench_rank(f"{label}, model-like", market, ids_args, args, lines, baseline)
+    poor = bench_rank(
+        f"{label}, random", rng.random((nq, ng), dtype=np.float32), ids_args, args, lines, baseline
+    )
+    for method, seconds in good.items():
+        print(f"  {method}: random takes {poor[method] / seconds:.1f}x the model-like time")
 
     if not args.skip_msmt:
         mq, mg, mids = 11659 // scale, 82161 // scale, 3060 // scale
@@ -213,19 +229,15 @@ def main(argv: list[str] | None = None) -> int:
         for s in range(0, mq, 1024):
             msmt[s : s + 1024] = pairwise_distance(mqf[s : s + 1024], mgf, "cosine").numpy()
         dm = torch.from_numpy(msmt).to(args.device)
-        t, mem, res = measure(
-            lambda: evaluate_rank(dm, *m_ids), max(1, args.repeats // 2), args.device == "cuda"
-        )
-        lines.append(
-            row(
-                f"MSMT-size {mq}x{mg}, model-like",
-                args.device,
-                "canlib evaluate_rank",
-                t,
-                mem,
-                "(textbook not run)",
+        methods = {"canlib evaluate_rank": evaluate_rank}
+        if baseline is not None:
+            methods = {f"evaluate_rank at {args.baseline}": baseline.evaluate_rank, **methods}
+        for method, fn in methods.items():
+            t, mem, res = measure(
+                lambda fn=fn: fn(dm, *m_ids), max(1, args.repeats // 2), args.device == "cuda"
             )
-        )
+            name = f"MSMT-size {mq}x{mg}, model-like"
+            lines.append(row(name, args.device, method, t, mem, "(reference not run)"))
         print(f"  MSMT-size: mAP {res['mAP']:.4f}, rank-1 {res['cmc'][0]:.4f}")
         del msmt, dm
 
