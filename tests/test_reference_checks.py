@@ -111,7 +111,7 @@ def test_junk_counted_as_negatives_is_caught(monkeypatch):
     q_pids, g_pids = np.array([1]), np.array([-1, 1, 2])
     q_cams, g_cams = np.array([0]), np.array([1, 1, 1])
     assert evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=3)["mAP"] == 1.0
-    monkeypatch.setattr(canlib.evaluate, "_JUNK_PID", -999)  # junk no longer recognised
+    monkeypatch.setattr(canlib.evaluate, "JUNK_PID", -999)  # junk no longer recognised
     assert evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=3)["mAP"] == 0.5
     from test_evaluate import test_hand_worked_case
 
