@@ -1497,9 +1497,11 @@ def detail_oracle(root: str | Path) -> dict[str, Any]:
     For every query of a family member, the candidates are the gallery images of its family
     that the Market-1501 protocol keeps (not the same identity in the same camera). Each
     image is described by the mean colour of the written JPEG's pixels inside the family's
-    detail region (from :func:`render_masks`), divided by the mean colour of the rest of the
-    person, which cancels most of a camera's colour cast and light; the nearest candidate is
-    the oracle's rank-1. A query whose detail region is hidden (occluded, or too small) counts
+    detail region (from :func:`render_masks`), standardised per channel by the mean and
+    standard deviation of the rest of the person (family members share that outfit). The
+    camera model's colour changes (light, contrast, brightness, per-channel gain) are affine
+    per channel, which this cancels; blur, noise, JPEG and the low resolution are left for
+    the detail to survive. The nearest candidate is the oracle's rank-1. A query whose detail region is hidden (occluded, or too small) counts
     as a miss. High rank-1 says the detail survives every camera; it measures the data, not
     any model.
 
@@ -1528,7 +1530,8 @@ def detail_oracle(root: str | Path) -> dict[str, Any]:
         if region.sum() < 2 or rest.sum() < 10:
             feats[name] = None
             continue
-        feats[name] = image[region].mean(0) / np.maximum(image[rest].mean(0), 1.0)
+        others = image[rest]
+        feats[name] = (image[region].mean(0) - others.mean(0)) / np.maximum(others.std(0), 1.0)
     hits, hidden = [], 0
     per_kind: dict[str, list[bool]] = {}
     per_camera: dict[int, list[bool]] = {}

@@ -402,9 +402,9 @@ def test_each_camera_shows_several_backgrounds():
 
 def test_oracle_told_where_the_detail_is_tells_family_members_apart(tmp_path: Path):
     # Families only, in every camera including the low-resolution one: the oracle compares
-    # the written pixels of the detail region (normalised by the rest of the person) and
+    # the written pixels of the detail region (standardised by the rest of the person) and
     # must find the query's own identity first among its family's gallery images. A perfect
-    # oracle would score 1; the full default test set scores 0.95+ (see README.txt).
+    # oracle would score 1; the full default test set scores 0.98 (347 family queries).
     config = S.SyntheticConfig(
         train_ids=2, test_ids=30, family_share=1.0, num_junk=0, num_distractors=0, seed=3
     )
@@ -412,5 +412,5 @@ def test_oracle_told_where_the_detail_is_tells_family_members_apart(tmp_path: Pa
     result = S.detail_oracle(root)
     print("oracle", result)
     assert result["queries"] >= 100
-    assert result["rank1"] >= 0.9
+    assert result["rank1"] >= 0.95
     assert set(result["per_camera"]) == set(range(1, 7))
