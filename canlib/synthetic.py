@@ -75,10 +75,12 @@ DETAIL_KINDS = ("shoes", "hat", "belt", "sleeves")
 # regions get their own label whether the detail is worn or not (a bare head, a plain waist).
 MASK_LABELS = ("background", "person", "shoes", "hat", "belt", "sleeves")
 # Ours: the least RGB distance between the values family members take at their detail. The
-# camera model shrinks a colour difference by at most contrast 0.8 x gain 0.9 x light 0.88
-# = 0.63, and the low-resolution camera's blur keeps about 60% of a 4-pixel band: 100 levels
-# leave about 38, six times the strongest sensor noise (sd 6). Checked on rendered pixels by
-# detail_oracle and tests/test_synthetic.py.
+# camera model shrinks a colour difference by up to contrast 0.8 x gain 0.9 x light 0.88 =
+# 0.63, and the low-resolution camera's blur keeps about 60% of a 4-pixel band, so 150
+# levels keep about 57, ten times the strongest sensor noise (sd 6). 100 levels (38 kept)
+# proved too few on rendered pixels: an oracle told where the detail is then found the right
+# family member for only 0.92 of the queries (0.96 with 150, both before it standardised the
+# colours; see detail_oracle and tests/test_synthetic.py).
 MIN_DETAIL_CONTRAST = 150.0
 SLEEVES = ("short", "three_quarter", "long")
 UPPER_TEXTURES = ("solid", "stripes", "print", "two_tone")
@@ -778,10 +780,10 @@ _LABEL = {name: i for i, name in enumerate(MASK_LABELS)}
 _DESIGN_TEXT = """
 Design (canlib.synthetic's docstring has the long form; nothing is tuned to a model):
   - Look-alike families clone one outfit (as ClonedPerson does) and differ in one detail seen
-    from every view and confined to one body band: shoes, cap, belt or sleeve length. The
-    members' detail colours differ by at least 100 RGB levels as the camera sees them, and
-    each detail is about 4+ pixels tall, so it survives every camera (detail_oracle checks
-    this on these pixels).
+    from every view and confined to one body band: shoes, cap, belt or sleeve length (the
+    last in families of two only). The members' detail colours differ by at least
+    MIN_DETAIL_CONTRAST RGB levels as the camera sees them, and each detail is about 4+
+    pixels tall, so it survives every camera (detail_oracle checks this on these pixels).
   - Only family_share of the identities are in families; the others are independent people.
   - Each camera shows several backgrounds (scenes_per_camera), one per image; position and
     scale are jittered; identities appear in 2-6 cameras. As in PersonX, viewpoint,
@@ -1433,7 +1435,9 @@ def _readme_text(info: dict[str, Any]) -> str:
         "Parameters:",
         *(f"  {k} = {v}" for k, v in config.items()),
         "",
-        *_DESIGN_TEXT.strip("\n").splitlines(),
+        *_DESIGN_TEXT.replace("MIN_DETAIL_CONTRAST", f"{MIN_DETAIL_CONTRAST:.0f}")
+        .strip("\n")
+        .splitlines(),
         "",
         (
             f"Share of identities in look-alike families: {info['family_share']:.1%} "
