@@ -163,7 +163,7 @@ class TrainConfig:
         1,
     )
     device: str = ours("'auto': CUDA when present, else CPU", "auto")
-    amp: bool = ours("bf16 autocast on CUDA (ignored on CPU, which stays fp32)", True)
+    amp: bool = ours("bf16 autocast on CUDA and on CPUs with AMX (other CPUs stay fp32)", True)
     channels_last: bool = ours(
         "NHWC activations on CUDA, the layout tensor-core convolutions run in (PyTorch "
         "measured +22% on ResNet-50 with mixed precision); ignored on CPU",

@@ -75,9 +75,27 @@ def configure_backends(cfg: ExperimentConfig, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = not cfg.train.deterministic
 
 
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX bf16 tile units (Linux ``/proc/cpuinfo`` flag ``amx_bf16``)
+    and torch's CPU kernels use AVX-512, the path on which oneDNN runs bf16 on AMX."""
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            return any(
+                line.startswith("flags") and "amx_bf16" in line.split() for line in info
+            )
+    except OSError:
+        return False
+
+
 def uses_amp(cfg: ExperimentConfig, device: torch.device) -> bool:
-    """``train.amp`` acts on CUDA only: bf16 autocast on a CPU is slower than fp32."""
-    return cfg.train.amp and device.type == "cuda"
+    """``train.amp`` acts on CUDA, and on a CPU with AMX (:func:`cpu_has_amx`): there bf16
+    autocast trains about 1.8x faster than fp32 (REFERENCES.md: 122 against 67 images/s);
+    without AMX, bf16 on a CPU is slower than fp32, so the CPU stays fp32."""
+    if not cfg.train.amp:
+        return False
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_amx())
 
 
 def uses_channels_last(cfg: ExperimentConfig, device: torch.device) -> bool:
@@ -399,7 +417,7 @@ def train_step(
     if uses_channels_last(parts.cfg, parts.device):
         images = images.contiguous(memory_format=torch.channels_last)
     autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
+        torch.autocast(parts.device.type, dtype=torch.bfloat16)
         if uses_amp(parts.cfg, parts.device)
         else nullcontext()
     )

@@ -648,3 +648,18 @@ def family_confusions(raw: Mapping[str, Any], group_of: Mapping[int, int]) -> di
         "top wrong match in the family (% of family queries)":
             100.0 * confused / in_family if in_family else float("nan"),
     }
+
+
+def family_summary(info: Mapping[str, Any]) -> dict[str, Any]:
+    """How much of the synthetic population has a look-alike: families, members, share.
+
+    Args:
+        info: the synthetic dataset's record (``data.info``,
+            :func:`canlib.synthetic.read_synthetic_info`).
+    """
+    members = sum(len(family["pids"]) for family in info["families"])
+    return {
+        "families": len(info["families"]),
+        "identities in families": members,
+        "share of identities in families (%)": round(100.0 * info["family_share"], 1),
+    }

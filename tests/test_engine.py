@@ -350,13 +350,43 @@ def test_resuming_a_run_killed_after_its_last_checkpoint_still_scores_it(market_
     ("device", "amp", "channels_last"),
     [("cpu", False, False), ("cuda", True, True), ("cuda:1", True, True)],
 )
-def test_speed_switches_act_on_cuda_only(device, amp, channels_last):
+def test_speed_switches_act_on_cuda_only(device, amp, channels_last, monkeypatch):
+    monkeypatch.setattr(engine, "cpu_has_amx", lambda: False)  # a CPU without AMX
     cfg = experiments.profile("paper", ["data.data_root=/data/market"])  # both on by default
     assert engine.uses_amp(cfg, torch.device(device)) is amp
     assert engine.uses_channels_last(cfg, torch.device(device)) is channels_last
     off = cfg.with_overrides(["train.amp=false", "train.channels_last=false"])
     assert not engine.uses_amp(off, torch.device(device))
     assert not engine.uses_channels_last(off, torch.device(device))
+
+
+def test_amp_acts_on_a_cpu_with_amx_only(monkeypatch, tmp_path):
+    cfg = experiments.profile("paper", ["data.data_root=/data/market"])
+    monkeypatch.setattr(engine, "cpu_has_amx", lambda: True)
+    assert engine.uses_amp(cfg, torch.device("cpu"))
+    assert not engine.uses_amp(cfg.with_overrides(["train.amp=false"]), torch.device("cpu"))
+    assert not engine.uses_channels_last(cfg, torch.device("cpu"))
+    monkeypatch.setattr(engine, "cpu_has_amx", lambda: False)
+    assert not engine.uses_amp(cfg, torch.device("cpu"))
+
+
+def test_cpu_has_amx_reads_the_cpuinfo_flag(monkeypatch, tmp_path):
+    import builtins
+
+    real_open = builtins.open
+    for flags, capability, expected in [
+        ("fpu avx512f amx_bf16 amx_tile", "AVX512", True),
+        ("fpu avx512f amx_tile", "AVX512", False),  # no bf16 tiles
+        ("fpu avx512f amx_bf16", "AVX2", False),  # torch not on its AVX-512 kernels
+    ]:
+        info = tmp_path / "cpuinfo"
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        monkeypatch.setattr(
+            builtins, "open",
+            lambda path, *a, i=info, **k: real_open(i if path == "/proc/cpuinfo" else path, *a, **k),
+        )
+        assert engine.cpu_has_amx() is expected, flags
 
 
 @pytest.mark.parametrize(("device", "deterministic", "before", "expected"), [
