@@ -34,6 +34,8 @@ CONTRADICTED = "contradicted"
 NOT_ESTABLISHED = "not established"
 NOT_MEASURED = "not measured"
 DIRECTIONS = ("+", "-")
+# How an effect on each metric reads in a sentence.
+UNITS = {"mAP": "mAP", "rank1": "rank-1", "body_share": "points of body share"}
 
 CLAIM_COLUMNS = (
     "claim", "table", "paper_effect", "direction", "effect_mean", "ci_low", "ci_high",
@@ -295,7 +297,7 @@ def claims_table(
     return pd.DataFrame(lines, columns=list(CLAIM_COLUMNS))
 
 
-def claim_sentence(row: Mapping[str, Any], unit: str = "mAP") -> str:
+def claim_sentence(row: Mapping[str, Any], unit: str = "mAP", metric: str | None = None) -> str:
     """A claims-table row in words, for a notebook's verdict.
 
     Example: ``"CA improves part-1,3,5,7: +1.8 mAP (95% CI +0.4 to +3.2, 3 seeds): holds
@@ -303,7 +305,8 @@ def claim_sentence(row: Mapping[str, Any], unit: str = "mAP") -> str:
 
     Args:
         row: one row of :func:`claims_table` (a dict or a pandas row).
-        unit: the effect's unit, the claim's metric (``mAP`` points by default).
+        unit: the effect's unit in words (``mAP`` points by default, :data:`UNITS`).
+        metric: the claim's metric, named when it was not measured (default: ``unit``).
     """
     paper = row["paper_effect"]
     if paper is None or pd.isna(paper):
@@ -312,7 +315,8 @@ def claim_sentence(row: Mapping[str, Any], unit: str = "mAP") -> str:
         reference = f"paper: {paper:+.1f}"
     n = int(row["n_seeds"])
     if row["verdict"] == NOT_MEASURED:
-        return f"{row['claim']}: not measured ({unit} is not in the runs) ({reference})."
+        return (f"{row['claim']}: not measured ({metric or unit} is not in the runs) "
+                f"({reference}).")
     if n < 2:
         spread = f"{n} seed, no interval"
     else:
@@ -326,7 +330,7 @@ def claim_sentences(table: pd.DataFrame, claims: Sequence[ClaimLike]) -> list[st
     if list(table["claim"]) != [c.claim for c in claims]:
         raise ValueError("the claims table and the claims do not list the same claims in order")
     return [
-        claim_sentence(row, unit=claim.metric)
+        claim_sentence(row, unit=UNITS.get(claim.metric, claim.metric), metric=claim.metric)
         for (_, row), claim in zip(table.iterrows(), claims)
     ]
 
