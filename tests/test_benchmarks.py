@@ -76,7 +76,7 @@ def test_eval_speed_quick_runs_and_agrees_with_the_textbook(capsys):
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
-    assert out.count("canlib evaluate_rank") == 2 and out.count("textbook") >= 2
+    assert out.count("| canlib evaluate_rank |") == 2 and out.count("textbook") >= 2
 
 
 @pytest.mark.parametrize("script", [train_speed, eval_speed])

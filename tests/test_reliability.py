@@ -655,6 +655,8 @@ OUT_OF_RANGE: dict[str, list[Any]] = {
     "train.threads": [0],
     "train.seeds": [0, -1],
     "eval.metric": ["manhattan"],
+    "eval.features": ["raw"],
+    "loss.triplet_distance": ["squared"],
     "eval.batch_size": [0],
     "eval.max_rank": [5],
 }
@@ -664,6 +666,7 @@ NO_RANGE = {
     "data.data_root",
     "model.pretrained",
     "model.collaborative",
+    "model.embed_bn",
     "train.seed",
     "train.amp",
     "train.channels_last",
