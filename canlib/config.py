@@ -533,19 +533,15 @@ def _check_no_ignored_fields(cfg: ExperimentConfig) -> None:
         f"loss.mode='mgn' is MGN's own loss recipe, for model.name='mgn' (got {m.name!r}); use "
         "loss.mode=ce+triplet, the same terms, for another model",
     )
-    if lo.mode not in TRIPLET_MODES:
-        for name in ("margin", "triplet_distance"):
+    # The fields of a loss term the mode leaves out.
+    for modes, term, names in ((TRIPLET_MODES, "triplet", ("margin", "triplet_distance")),
+                               (CENTER_MODES, "center", ("center_weight", "center_lr"))):
+        if lo.mode in modes:
+            continue
+        for name in names:
             value = getattr(lo, name)
             _check(
                 value == getattr(defaults_lo, name),
-                f"loss.{name}={value!r} has no effect on loss.mode={lo.mode!r} (no triplet "
-                "loss); remove it",
-            )
-    if lo.mode not in CENTER_MODES:
-        for name in ("center_weight", "center_lr"):
-            value = getattr(lo, name)
-            _check(
-                value == getattr(defaults_lo, name),
-                f"loss.{name}={value!r} has no effect on loss.mode={lo.mode!r} (no center "
+                f"loss.{name}={value!r} has no effect on loss.mode={lo.mode!r} (no {term} "
                 "loss); remove it",
             )
