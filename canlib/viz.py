@@ -12,6 +12,7 @@ are tested on hand-worked values.
 from __future__ import annotations
 
 import logging
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -476,7 +477,7 @@ def claims_forest(claims: pd.DataFrame, label: str = "claim") -> Figure:
     if claims.empty:
         raise ConfigError("nothing to draw: the claims table is empty")
     colours = {"holds": HIT_COLOR, "contradicted": MISS_COLOR, "matters": "tab:blue"}
-    fig = _new_figure((8, 0.45 * len(claims) + 1.4))
+    fig = _new_figure((9, 0.6 * len(claims) + 1.4))
     ax = fig.subplots()
     for i, (_, row) in enumerate(claims.iterrows()):
         if not np.isnan(row["effect_mean"]):
@@ -487,9 +488,11 @@ def claims_forest(claims: pd.DataFrame, label: str = "claim") -> Figure:
         if not np.isnan(row["paper_effect"]):
             ax.plot(row["paper_effect"], i, "x", color=PAPER_COLOR, markersize=8)
     ax.axvline(0, color="black", linewidth=0.8)
-    labels = [f"{c} [{v}]" for c, v in zip(claims[label], claims["verdict"], strict=True)]
+    labels = [textwrap.fill(f"{c} [{v}]", 48)
+              for c, v in zip(claims[label], claims["verdict"], strict=True)]
     ax.set(yticks=range(len(claims)), yticklabels=labels,
-           xlabel="effect (mAP points; body share in %), ours: 95% CI over seeds; x: paper")
+           xlabel="effect: mAP points (body share: % points)\ndot: ours, 95% CI over seeds; "
+                  "cross: the paper")
     ax.invert_yaxis()
     return fig
 
