@@ -67,6 +67,11 @@ class DataConfig:
     )
     data_root: str | None = ours("None: the synthetic cache; real datasets need a path", None)
     synthetic_size: str = ours("size preset of the built-in dataset", "default")
+    synthetic_seed: int = ours(
+        "generator seed of the built-in dataset; identities are drawn per seed, so another "
+        "seed gives a disjoint identity set (used to pretrain a trunk)",
+        0,
+    )
     cuhk03_subset: str = paper("§4.7, all testing images, labeled and detected together", "both")
     height: int = paper("§4.6, 384x128 inputs", 384)
     width: int = paper("§4.6, 384x128 inputs", 128)
@@ -96,7 +101,11 @@ class ModelConfig:
 
     name: str = paper("§3.2, the CAN model", "can")
     backbone: str = paper("§3.2, ResNet-50", "resnet50")
-    pretrained: bool = paper("§3.2, ImageNet-initialised ResNet-50 (implied)", True)
+    pretrained: bool | str = paper(
+        "§3.2, ImageNet-initialised ResNet-50 (implied); a path loads a trunk file instead "
+        "(torchvision ResNet names, e.g. one canlib pretrained on another synthetic seed)",
+        True,
+    )
     parts: tuple[int, ...] = paper("§3.2 / Table 1, part_3, part_5, part_7", (3, 5, 7))
     collaborative: bool = paper("§3.2, collaborative attention on adjacent stripes", True)
     pooling: str = deviation(
@@ -272,6 +281,9 @@ class ExperimentConfig:
             payload["data"].pop("cuhk03_subset")
         if self.data.dataset != "synthetic":
             payload["data"].pop("synthetic_size")
+        # The default seed is left out, so configs written before the field keep their hash.
+        if self.data.dataset != "synthetic" or self.data.synthetic_seed == 0:
+            payload["data"].pop("synthetic_seed")
         # ``seeds`` counts runs of a table row; each of them has its own ``train.seed``.
         for key in ("eval_every", "checkpoint_every", "device", "threads", "seeds"):
             payload["train"].pop(key)
@@ -365,6 +377,9 @@ def _section_class(section: str) -> type:
     }[section]
 
 
+_BOOL_WORDS = ("true", "1", "yes", "on", "false", "0", "no", "off")
+
+
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
     """Convert ``value`` (possibly a string from a command line) to the field's type."""
     origin = typing.get_origin(annotation)
@@ -372,6 +387,12 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         optional = type(None) in args
         inner = [a for a in args if a is not type(None)]
+        if inner == [bool, str]:  # true/false, or a path (model.pretrained)
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() not in _BOOL_WORDS:
+                return value
+            return _coerce(key, value, bool)
         if optional and (value is None or (isinstance(value, str) and value.lower() == "none")):
             return None
         return _coerce(key, value, inner[0])
@@ -467,6 +488,7 @@ def _validate(cfg: ExperimentConfig) -> None:
         f"data.data_root is required for dataset {d.dataset!r}: pass --data-root DIR",
     )
     _choice("data.synthetic_size", d.synthetic_size, tuple(SIZES))
+    _check(d.synthetic_seed >= 0, f"data.synthetic_seed must be >= 0 (got {d.synthetic_seed})")
     _choice("data.cuhk03_subset", d.cuhk03_subset, ("labeled", "detected", "both"))
     _choice("data.epoch", d.epoch, ("identities", "images"))
     _choice("data.pipeline", d.pipeline, ("auto", "cpu", "gpu"))
@@ -486,8 +508,11 @@ def _validate(cfg: ExperimentConfig) -> None:
            "model.parts is empty: CAN needs part branches; use model.name=global for none")
     _check(m.embed_dim >= 1, f"model.embed_dim must be >= 1 (got {m.embed_dim})")
     _finite("model.scale", m.scale, 0, strict=True)
-    _check(not (m.pretrained and m.backbone.endswith(("half", "quarter"))),
-           f"model.pretrained needs a standard-width backbone (got {m.backbone!r})")
+    _check(not (m.pretrained is True and m.backbone.endswith(("half", "quarter"))),
+           f"model.pretrained=true (ImageNet) needs a standard-width backbone (got "
+           f"{m.backbone!r}); a narrow one takes a weights file path or false")
+    _check(not (isinstance(m.pretrained, str) and not m.pretrained.strip()),
+           "model.pretrained must be true, false or a weights file path (got an empty string)")
     _choice("loss.mode", lo.mode, LOSS_MODES)
     _finite("loss.margin", lo.margin, 0, strict=False)
     _finite("loss.center_weight", lo.center_weight, 0, strict=False)

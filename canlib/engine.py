@@ -152,7 +152,7 @@ def build_data(cfg: ExperimentConfig):
     d = cfg.data
     options: dict[str, Any] = {}
     if d.dataset == "synthetic":
-        options = {"size": d.synthetic_size}
+        options = {"size": d.synthetic_size, "seed": d.synthetic_seed}
     elif d.dataset == "cuhk03":
         options = {"subset": d.cuhk03_subset}
     return build_dataset(d.dataset, d.data_root, **options)

@@ -207,13 +207,14 @@ def build_resnet(
     """
     name, width = _resolve_backbone(backbone, width)
     if width != 1.0:
-        if pretrained is not False:
+        if pretrained is True:
             raise ConfigError(
-                f"pretrained weights exist only for full-width ResNets, got width={width} "
-                f"(backbone={backbone!r}); use pretrained=False"
+                f"ImageNet weights exist only for full-width ResNets, got width={width} "
+                f"(backbone={backbone!r}); use pretrained=False or a weights file path"
             )
-        return _narrow_resnet(name, width)
-    net = _RESNETS[name][2](weights=None)
+        net = _narrow_resnet(name, width)
+    else:
+        net = _RESNETS[name][2](weights=None)
     if pretrained is False:
         return net
     if pretrained is True:
@@ -236,6 +237,37 @@ def build_resnet(
         raise CheckpointError(f"pretrained weights do not fit {name}: {exc}") from exc
     logger.info("loaded pretrained %s weights", name)
     return net
+
+
+def trunk_state_dict(model: CANModel, branch: str | None = None) -> dict[str, Tensor]:
+    """A trained model's ResNet as a torchvision-named state dict, for ``pretrained=<file>``.
+
+    The stem gives ``conv1`` .. ``layer3`` and one branch (default: the first) gives
+    ``layer4`` (and, for MGN's ``layer3.1`` split, the rest of ``layer3``). Save it with
+    ``torch.save`` and pass the path as :func:`build_resnet`'s ``pretrained``.
+
+    Args:
+        model: a :class:`CANModel` (CAN, an ablation, MGN or the global-only model).
+        branch: which branch's layer4 to take (default: the first, ``global`` when present).
+    """
+    branch = branch or next(iter(model.branches))
+    if branch not in model.branches:
+        raise ConfigError(f"no branch {branch!r}; the model has {', '.join(model.branches)}")
+    pieces: list[tuple[str, nn.Module]] = list(
+        zip(("conv1", "bn1", "relu", "maxpool", "layer1", "layer2"), model.stem[:6])
+    )
+    tail = model.branches[branch]
+    if isinstance(model.stem[6], nn.Sequential):  # forks after layer3
+        pieces += [("layer3", model.stem[6]), ("layer4", tail)]
+    else:  # MGN: forks after layer3's first block; the branch holds layer3[1:] then layer4
+        pieces.append(("layer3.0", model.stem[6]))
+        pieces += [(f"layer3.{i + 1}", block) for i, block in enumerate(tail[0])]
+        pieces.append(("layer4", tail[1]))
+    return {
+        f"{prefix}.{key}": value.detach().clone()
+        for prefix, module in pieces
+        for key, value in module.state_dict().items()
+    }
 
 
 def _set_first_stride(stage: nn.Sequential, stride: int) -> None:

@@ -253,6 +253,12 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _init_words(pretrained: bool | str) -> str:
+    if isinstance(pretrained, str):
+        return f"initialised from {Path(pretrained).name}"
+    return "ImageNet-pretrained" if pretrained else "trained from scratch"
+
+
 def run_description(cfg: ExperimentConfig) -> str:
     """One honest sentence saying what a measured number was measured on."""
     d, m, t = cfg.data, cfg.model, cfg.train
@@ -260,7 +266,7 @@ def run_description(cfg: ExperimentConfig) -> str:
     return (
         f"Measured on {dataset}, {t.epochs} epochs of '{d.epoch}' "
         f"({t.steps_per_epoch or 'all'} steps each), backbone {m.backbone} "
-        f"({'ImageNet-pretrained' if m.pretrained else 'trained from scratch'}), "
+        f"({_init_words(m.pretrained)}), "
         f"{d.height}x{d.width} inputs, P x K = {d.p} x {d.k}, {m.pooling} pooling."
     )
 

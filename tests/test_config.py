@@ -1,6 +1,7 @@
 """Config dataclasses, profiles and table rows."""
 
 import dataclasses
+import json
 import re
 
 import pytest
@@ -365,3 +366,28 @@ def test_paper_value_reads_the_mapped_table():
     assert experiments.paper_value("table3", "part-1,3,5,7 w/o CA", "rank10") == 98.8
     assert experiments.paper_value("table2", "part-1,2,3", "rank10") is None  # no column
     assert experiments.paper_value("figure4", "CAN") is None
+
+
+def test_synthetic_seed_picks_the_data_and_only_a_non_default_seed_enters_the_hash():
+    base = experiments.profile("synthetic")
+    assert base.data.synthetic_seed == 0
+    other = base.with_overrides(["data.synthetic_seed=1"])
+    assert other.data.synthetic_seed == 1 and other.config_hash() != base.config_hash()
+    # seed 0 leaves the payload as it was before the field existed (old run folders stay valid)
+    assert "synthetic_seed" not in json.dumps(base.to_dict()["data"]).replace(
+        '"synthetic_seed": 0', ""
+    )
+    market = experiments.profile("paper", ["data.data_root=/x"])
+    assert market.with_overrides(["data.synthetic_seed=3"]).config_hash() == market.config_hash()
+
+
+def test_pretrained_takes_true_false_or_a_path():
+    cfg = experiments.profile("synthetic", ["model.pretrained=/tmp/trunk.pth"])
+    assert cfg.model.pretrained == "/tmp/trunk.pth"
+    assert experiments.profile("synthetic", ["model.pretrained=false"]).model.pretrained is False
+    assert ExperimentConfig.from_dict(cfg.to_dict()) == cfg
+    # ImageNet weights exist only for full-width ResNets; a canlib-made trunk file fits any
+    with pytest.raises(ConfigError, match="standard-width"):
+        experiments.profile("synthetic", ["model.pretrained=true"])
+    with pytest.raises(ConfigError, match="model.pretrained"):
+        experiments.profile("synthetic", ["model.pretrained= "])

@@ -12,7 +12,7 @@ import torchvision
 
 from canlib.errors import CheckpointError, ConfigError
 from canlib.losses import CANLoss
-from canlib.model import build_model, stripe_pool, stripe_rows
+from canlib.model import build_model, build_resnet, stripe_pool, stripe_rows, trunk_state_dict
 
 TINY = {"backbone": "resnet18-quarter", "pretrained": False}
 
@@ -408,3 +408,28 @@ def test_without_embedding_bn_every_loss_and_the_test_embedding_see_the_conv_out
         emb = without(x)
         feats, _ = without._embed(x)
     torch.testing.assert_close(emb, torch.nn.functional.normalize(feats.flatten(1), dim=1))
+
+
+@pytest.mark.parametrize("name", ["can", "global", "mgn"])
+def test_trunk_of_a_model_loads_into_a_narrow_resnet(tmp_path, name):
+    model = build_model(name, 3, seed=1, **TINY)
+    model.stem[1].running_mean.fill_(0.5)  # buffers travel too
+    path = tmp_path / "trunk.pth"
+    torch.save(trunk_state_dict(model), path)
+    net = build_resnet("resnet18-quarter", pretrained=str(path))
+    first = next(iter(model.branches.values()))
+    assert torch.equal(net.conv1.weight, model.stem[0].weight)
+    assert torch.equal(net.bn1.running_mean, torch.full_like(net.bn1.running_mean, 0.5))
+    layer4 = first[1] if name == "mgn" else first
+    for p, q in zip(net.layer4.state_dict().values(), layer4.state_dict().values()):
+        assert torch.equal(p, q)
+    if name == "mgn":  # layer3 is split between the stem (block 0) and each branch
+        assert torch.equal(net.layer3[0].conv1.weight, model.stem[6].conv1.weight)
+        assert torch.equal(net.layer3[1].conv1.weight, first[0][0].conv1.weight)
+    # a CAN built on the file starts every branch from that layer4
+    can = build_model("can", 3, parts=(2,), backbone="resnet18-quarter", pretrained=str(path))
+    for branch in can.branches.values():
+        for p, q in zip(branch.parameters(), net.layer4.parameters()):
+            assert torch.equal(p, q)
+    with pytest.raises(ConfigError, match="full-width"):
+        build_resnet("resnet18-quarter", pretrained=True)

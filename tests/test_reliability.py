@@ -619,6 +619,7 @@ def test_every_config_field_refuses_a_wrong_type_naming_the_field(section, name,
 OUT_OF_RANGE: dict[str, list[Any]] = {
     "data.dataset": ["market"],
     "data.synthetic_size": ["huge"],
+    "data.synthetic_seed": [-1],
     "data.cuhk03_subset": ["all"],
     "data.height": [0, 100],  # 100 is not a multiple of 16
     "data.width": [0, 12],  # 12 is not a multiple of 8
