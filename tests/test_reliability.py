@@ -601,6 +601,8 @@ def all_fields() -> list[tuple[str, str, Any]]:
 def wrong_type_value(annotation: Any) -> Any:
     """A value of the wrong type for ``annotation`` (Optional[X] is judged as X)."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if args == [bool, str]:  # true/false or a path (model.pretrained): a number is neither
+        return 5
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         return wrong_type_value(args[0])
     if typing.get_origin(annotation) is tuple:
