@@ -55,6 +55,13 @@ def deviation(why: str, default: Any, *, paper_value: Any = _NO_PAPER_VALUE) -> 
 
 SOURCE_KINDS = ("paper", "ours", "deviation")
 
+# ``model.pretrained`` may name the trunk canlib pretrains itself (canlib.trunk): the global
+# model trained for TRUNK_EPOCHS on the next synthetic seed. The recipe is part of the hash
+# of every run that starts from it, so changing it retrains those runs.
+SYNTHETIC_TRUNK = "synthetic-trunk"
+TRUNK_EPOCHS = 36
+TRUNK_MILESTONES = (24, 30)
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -103,7 +110,8 @@ class ModelConfig:
     backbone: str = paper("§3.2, ResNet-50", "resnet50")
     pretrained: bool | str = paper(
         "§3.2, ImageNet-initialised ResNet-50 (implied); a path loads a trunk file instead "
-        "(torchvision ResNet names, e.g. one canlib pretrained on another synthetic seed)",
+        "(torchvision ResNet names), and 'synthetic-trunk' the one canlib pretrains once on "
+        "a disjoint synthetic identity set (canlib.trunk)",
         True,
     )
     parts: tuple[int, ...] = paper("§3.2 / Table 1, part_3, part_5, part_7", (3, 5, 7))
@@ -284,6 +292,10 @@ class ExperimentConfig:
         # The default seed is left out, so configs written before the field keep their hash.
         if self.data.dataset != "synthetic" or self.data.synthetic_seed == 0:
             payload["data"].pop("synthetic_seed")
+        if self.model.pretrained == SYNTHETIC_TRUNK:
+            payload["model"]["pretrained"] = (
+                f"{SYNTHETIC_TRUNK}:global:e{TRUNK_EPOCHS}:m{','.join(map(str, TRUNK_MILESTONES))}"
+            )
         # ``seeds`` counts runs of a table row; each of them has its own ``train.seed``.
         for key in ("eval_every", "checkpoint_every", "device", "threads", "seeds"):
             payload["train"].pop(key)
@@ -512,7 +524,8 @@ def _validate(cfg: ExperimentConfig) -> None:
            f"model.pretrained=true (ImageNet) needs a standard-width backbone (got "
            f"{m.backbone!r}); a narrow one takes a weights file path or false")
     _check(not (isinstance(m.pretrained, str) and not m.pretrained.strip()),
-           "model.pretrained must be true, false or a weights file path (got an empty string)")
+           "model.pretrained must be true, false, a weights file path or "
+           f"'{SYNTHETIC_TRUNK}' (got an empty string)")
     _choice("loss.mode", lo.mode, LOSS_MODES)
     _finite("loss.margin", lo.margin, 0, strict=False)
     _finite("loss.center_weight", lo.center_weight, 0, strict=False)

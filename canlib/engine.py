@@ -39,6 +39,7 @@ from tqdm import tqdm
 from canlib import checkpoint as ckpt
 from canlib.config import ExperimentConfig
 from canlib.errors import CheckpointError, ConfigError, NonFiniteError
+from canlib.trunk import ensure_trunk, uses_trunk
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,15 @@ def configure_backends(cfg: ExperimentConfig, device: torch.device) -> None:
     for itself within the first epoch; torchreid and fast-reid do the same. Deterministic
     runs keep cuDNN's default choice, since benchmarking may pick a different algorithm on
     each run.
+
+    On CPU, denormal floats are flushed to zero: once the learning rate decays, Adam's
+    updates and some gradients fall below 1e-38, and x86 arithmetic on such numbers is many
+    times slower (measured in benchmarks/NOTES-synthetic-budget.md).
     """
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not cfg.train.deterministic
+    else:
+        torch.set_flush_denormal(True)
 
 
 def cpu_has_amx() -> bool:
@@ -173,7 +180,8 @@ def build_model_from_config(cfg: ExperimentConfig, num_classes: int) -> nn.Modul
     m = cfg.model
     options: dict[str, Any] = {
         "backbone": m.backbone,
-        "pretrained": m.pretrained,
+        # canlib's own trunk is pretrained here, once, the first time a run needs it.
+        "pretrained": str(ensure_trunk(cfg, progress=False)) if uses_trunk(cfg) else m.pretrained,
         "embed_dim": m.embed_dim,
         "input_size": (cfg.data.height, cfg.data.width),
     }

@@ -58,16 +58,23 @@ class NotebookRun:
         """The config of one table row under this run's profile and overrides."""
         return experiment(table, row, self.profile, self.overrides)
 
-    def run(self, table: str, row: str, progress: bool = False) -> dict[str, Any]:
-        """Train (or reuse) one table row and return its metrics in percent."""
+    def run(
+        self, table: str, row: str, progress: bool = False, eval_every: int | None = None
+    ) -> dict[str, Any]:
+        """Train (or reuse) one table row and return its metrics in percent.
+
+        ``eval_every`` evaluates a newly trained run more often than its profile does (for a
+        test-metric curve); it changes no weight, so the run is the row's cached one.
+        """
         from canlib.results import run_experiment, score_checkpoint
 
         if self.checkpoint is not None and (table, row) in CAN_ROWS:
             metrics = score_checkpoint(self.checkpoint, self.base_config())
         else:
-            metrics = run_experiment(
-                self.config(table, row), self.runs_dir, force=self.force, progress=progress
-            )
+            cfg = self.config(table, row)
+            if eval_every is not None:
+                cfg = cfg.with_overrides({"train.eval_every": eval_every}).validate()
+            metrics = run_experiment(cfg, self.runs_dir, force=self.force, progress=progress)
         self.measured.setdefault(table, {})[row] = metrics
         return metrics
 

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Self
 
+from canlib import trunk
 from canlib.config import parse_overrides
 from canlib.errors import CanlibError, ConfigError
 from canlib.experiments import profile
@@ -78,7 +79,7 @@ def reproduce(
 
     override_list = [f"{k}={v}" for k, v in parse_overrides(overrides).items()]
     # Validate everything before the first (possibly hour-long) notebook starts.
-    profile(profile_name, override_list + [f"train.device={device}"])
+    base = profile(profile_name, override_list + [f"train.device={device}"])
     root = root or REPO_ROOT
     selected = _select(notebooks(root / "notebooks"), only, root / "notebooks")
     dirs = output_dirs(profile_name, root)
@@ -130,6 +131,10 @@ def reproduce(
         entry["wall_seconds"] = round(time.monotonic() - started, 1)
         entry["peak_rss_mib"] = round(memory.peak_mib, 1)
         manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        manifest["wall_seconds"] = round(
+            sum(e.get("wall_seconds", 0.0) for e in manifest["notebooks"].values()), 1
+        )
+        manifest["trunk"] = trunk.describe(base)
         _write_json(manifest_path, manifest)
         if entry["status"] == "failed":
             raise CanlibError(

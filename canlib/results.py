@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from canlib import stats
-from canlib.config import ExperimentConfig
+from canlib.config import SYNTHETIC_TRUNK, ExperimentConfig
 from canlib.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -254,6 +254,8 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def _init_words(pretrained: bool | str) -> str:
+    if pretrained == SYNTHETIC_TRUNK:
+        return "fine-tuned from canlib's trunk, pretrained on disjoint synthetic identities"
     if isinstance(pretrained, str):
         return f"initialised from {Path(pretrained).name}"
     return "ImageNet-pretrained" if pretrained else "trained from scratch"

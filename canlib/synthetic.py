@@ -46,10 +46,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1682,7 +1684,11 @@ def _replace_dir(new: Path, root: Path) -> None:
 
 
 def generate_synthetic(
-    root: str | Path, config: SyntheticConfig = SIZES["default"], *, progress: bool = False
+    root: str | Path,
+    config: SyntheticConfig = SIZES["default"],
+    *,
+    progress: bool = False,
+    workers: int | None = None,
 ) -> Path:
     """Write the synthetic dataset into ``root`` in the Market-1501 layout.
 
@@ -1694,6 +1700,8 @@ def generate_synthetic(
         root: Target folder: absent, empty, or a previous synthetic dataset.
         config: Sizes and seed (default ``SIZES["default"]``).
         progress: Show a tqdm progress bar (default False).
+        workers: Processes rendering at once (default: one per CPU core). Every image has
+            its own random stream, so the bytes written do not depend on this.
 
     Returns:
         ``root`` as a Path.
@@ -1710,11 +1718,7 @@ def generate_synthetic(
     try:
         for folder in FOLDERS:
             (tmp / folder).mkdir()
-        for index, item in enumerate(
-            tqdm(items, desc="synthetic", unit="img", disable=not progress)
-        ):
-            image, quality, _ = _render_item(item, index, info, config)
-            _save_jpeg(image, tmp / item.folder / item.name, quality)
+        _render_to(tmp, items, info, config, workers or os.cpu_count() or 1, progress)
         (tmp / README_NAME).write_text(_readme_text(info), encoding="utf-8")
         _replace_dir(tmp, root)
     except BaseException:
@@ -1728,6 +1732,35 @@ def generate_synthetic(
         time.monotonic() - started,
     )
     return root
+
+
+def _render_to(
+    folder: Path, items: list, info: dict, config: SyntheticConfig, workers: int, progress: bool
+) -> None:
+    """Render and save ``items`` into ``folder``, in ``workers`` processes (chunks of 64)."""
+    chunks = [range(start, min(start + 64, len(items))) for start in range(0, len(items), 64)]
+    bar = tqdm(total=len(items), desc="synthetic", unit="img", disable=not progress)
+    if workers <= 1:
+        for chunk in chunks:
+            bar.update(_render_chunk(folder, [items[i] for i in chunk], chunk, info, config))
+    else:
+        # fork: the workers inherit the module; each chunk carries its own items.
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            jobs = [pool.submit(_render_chunk, folder, [items[i] for i in chunk], chunk, info,
+                                config) for chunk in chunks]
+            for job in as_completed(jobs):
+                bar.update(job.result())
+    bar.close()
+
+
+def _render_chunk(
+    folder: Path, items: list, indices: range, info: dict, config: SyntheticConfig
+) -> int:
+    for item, index in zip(items, indices):
+        image, quality, _ = _render_item(item, index, info, config)
+        _save_jpeg(image, folder / item.folder / item.name, quality)
+    return len(items)
 
 
 def default_cache_dir() -> Path:

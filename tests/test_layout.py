@@ -17,6 +17,7 @@ FORBIDDEN = {
     "losses": {"model", "engine", "evaluate", "datasets"},
     "evaluate": {"model", "losses", "engine", "datasets", "notebook", "viz"},
     "engine": {"notebook", "reproduce", "viz", "results", "experiments"},
+    "trunk": {"notebook", "reproduce", "viz", "results", "experiments"},
     # Pure statistics on per-seed metrics: no models, no runs, no files.
     "stats": {
         "model", "losses", "engine", "evaluate", "datasets", "notebook", "viz", "results",

@@ -57,6 +57,14 @@ def test_same_seed_gives_same_bytes_and_another_seed_differs(smoke_root: Path, t
     assert first.keys() != other.keys() or any(first[k] != other[k] for k in shared)
 
 
+def test_rendering_in_several_processes_writes_the_same_bytes(smoke_root: Path, tmp_path: Path):
+    one = _files(S.generate_synthetic(tmp_path / "one", SMOKE, workers=1))
+    three = _files(S.generate_synthetic(tmp_path / "three", SMOKE, workers=3))
+    first = _files(smoke_root)
+    assert one.keys() == three.keys() == first.keys()
+    assert all(one[k] == three[k] == first[k] for k in one)
+
+
 def test_smoke_generation_is_fast(tmp_path: Path):
     started = time.monotonic()
     S.generate_synthetic(tmp_path / "timed", SMOKE)
@@ -241,7 +249,7 @@ def test_interrupted_generation_leaves_no_dataset(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(S, "_save_jpeg", failing_save)
     with pytest.raises(KeyboardInterrupt):
-        S.generate_synthetic(tmp_path / "data", SMOKE)
+        S.generate_synthetic(tmp_path / "data", SMOKE, workers=1)
     assert list(tmp_path.iterdir()) == []  # neither the root nor a temporary folder
 
 
