@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from canlib.config import (
     ModelConfig,
     TrainConfig,
 )
+from canlib.synthetic import default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,13 @@ def trunk_config(cfg: ExperimentConfig) -> ExperimentConfig:
     synthetic one at the next generator seed: disjoint identities.
     """
     d, t = cfg.data, cfg.train
+    synthetic = d.dataset == "synthetic"
     return ExperimentConfig(
         name="trunk",
         data=DataConfig(
-            dataset="synthetic", synthetic_size=d.synthetic_size if d.dataset == "synthetic"
-            else "default", synthetic_seed=(d.synthetic_seed + 1 if d.dataset == "synthetic"
-                                            else 1),
+            dataset="synthetic",
+            synthetic_size=d.synthetic_size if synthetic else "default",
+            synthetic_seed=d.synthetic_seed + 1 if synthetic else 1,
             height=d.height, width=d.width, p=d.p, k=d.k, pad=d.pad,
             num_workers=d.num_workers, pipeline=d.pipeline,
         ),
@@ -77,8 +78,7 @@ def trunk_config(cfg: ExperimentConfig) -> ExperimentConfig:
 
 def trunk_dir(cfg: ExperimentConfig) -> Path:
     """``$CANLIB_CACHE/trunks/<hash of the trunk's config>``."""
-    root = Path(os.environ.get("CANLIB_CACHE") or Path.home() / ".cache" / "canlib").expanduser()
-    return root / "trunks" / trunk_config(cfg).config_hash()
+    return default_cache_dir() / "trunks" / trunk_config(cfg).config_hash()
 
 
 def ensure_trunk(cfg: ExperimentConfig, *, progress: bool = True) -> Path:
