@@ -49,7 +49,9 @@ def load_baseline(rev: str):
     root = Path(__file__).resolve().parents[1]
     source = subprocess.run(
         ["git", "-C", str(root), "show", f"{rev}:canlib/evaluate.py"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     path = Path(tempfile.mkdtemp()) / "evaluate_baseline.py"
     path.write_text(source)

@@ -61,13 +61,17 @@ def measure(name: str, profile: str, workdir: Path) -> dict:
     )
     env = {**os.environ, **env_extra, "CANLIB_CACHE": str(workdir / name / "cache")}
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO,
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         raise RuntimeError(f"setting {name} failed:\n{done.stderr[-3000:]}")
     values = json.loads(out.read_text())
-    print(f"{name:>13}: {time.monotonic() - start:5.0f} s, ATen capability "
-          f"{values.pop('_capability')}", flush=True)
+    print(
+        f"{name:>13}: {time.monotonic() - start:5.0f} s, ATen capability "
+        f"{values.pop('_capability')}",
+        flush=True,
+    )
     return values
 
 
@@ -121,11 +125,15 @@ def _round_up(value: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="smoke")
-    parser.add_argument("--settings", default=",".join(SETTINGS),
-                        help="comma-separated subset of: " + ", ".join(SETTINGS))
+    parser.add_argument(
+        "--settings",
+        default=",".join(SETTINGS),
+        help="comma-separated subset of: " + ", ".join(SETTINGS),
+    )
     parser.add_argument("--jobs", type=int, default=2, help="settings run at once")
-    parser.add_argument("--write", action="store_true",
-                        help="store notebooks/reference/<profile>.json")
+    parser.add_argument(
+        "--write", action="store_true", help="store notebooks/reference/<profile>.json"
+    )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.settings.split(",") if n.strip()]
     unknown = [n for n in names if n not in SETTINGS]

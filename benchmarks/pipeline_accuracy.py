@@ -30,10 +30,18 @@ from canlib.experiments import profile
 from canlib.results import run_experiment
 
 CONFIGS = {
-    "baseline": ["train.amp=false", "train.channels_last=false", "train.fused_adam=false",
-                 "data.pipeline=cpu"],
-    "fast": ["train.amp=true", "train.channels_last=true", "train.fused_adam=true",
-             "data.pipeline=gpu"],
+    "baseline": [
+        "train.amp=false",
+        "train.channels_last=false",
+        "train.fused_adam=false",
+        "data.pipeline=cpu",
+    ],
+    "fast": [
+        "train.amp=true",
+        "train.channels_last=true",
+        "train.fused_adam=true",
+        "data.pipeline=gpu",
+    ],
 }
 
 
@@ -52,17 +60,23 @@ def main(argv: list[str] | None = None) -> int:
     scores: dict[str, dict[int, dict]] = {name: {} for name in CONFIGS}
     for seed in seeds:
         for name, overrides in CONFIGS.items():
-            cfg = profile(args.profile, overrides + [f"train.seed={seed}",
-                                                     f"train.device={args.device}"])
+            cfg = profile(
+                args.profile, overrides + [f"train.seed={seed}", f"train.device={args.device}"]
+            )
             metrics = run_experiment(cfg, args.runs, progress=True)  # a tqdm bar per epoch
             scores[name][seed] = metrics
-            print(f"seed {seed} {name}: mAP {metrics['mAP']:.1f} rank-1 {metrics['rank1']:.1f} "
-                  f"({metrics.get('wall_seconds', 0):.0f} s, {metrics.get('device', '?')})",
-                  flush=True)
+            print(
+                f"seed {seed} {name}: mAP {metrics['mAP']:.1f} rank-1 {metrics['rank1']:.1f} "
+                f"({metrics.get('wall_seconds', 0):.0f} s, {metrics.get('device', '?')})",
+                flush=True,
+            )
 
     print(f"\nprofile {args.profile}, seeds {args.seeds}\n")
-    print("| config | " + " | ".join(f"seed {s} mAP / R1" for s in seeds)
-          + " | mAP mean ± sd | rank-1 mean ± sd |")
+    print(
+        "| config | "
+        + " | ".join(f"seed {s} mAP / R1" for s in seeds)
+        + " | mAP mean ± sd | rank-1 mean ± sd |"
+    )
     print("|---" * (len(seeds) + 3) + "|")
     for name in CONFIGS:
         cells = [f"{scores[name][s]['mAP']:.1f} / {scores[name][s]['rank1']:.1f}" for s in seeds]
@@ -73,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     fast = [scores["fast"][s]["mAP"] for s in seeds]
     diff = statistics.mean(fast) - statistics.mean(base)
     se = (mean_sd(base)[1] ** 2 / len(seeds) + mean_sd(fast)[1] ** 2 / len(seeds)) ** 0.5
-    print(f"\nfast - baseline: {diff:+.1f} mAP, standard error {se:.1f} "
-          f"({'within' if abs(diff) <= 2 * se else 'outside'} two standard errors)")
+    print(
+        f"\nfast - baseline: {diff:+.1f} mAP, standard error {se:.1f} "
+        f"({'within' if abs(diff) <= 2 * se else 'outside'} two standard errors)"
+    )
     return 0
 
 

@@ -35,8 +35,10 @@ def main() -> None:
     print(f"dataset            {root} (ready in {ready:.0f} s)")
     print(f"counts             {info['counts']}")
     print(f"family share       {info['family_share']:.1%} ({len(info['families'])} families)")
-    print(f"oracle rank-1      {oracle['rank1']:.3f} over {oracle['queries']} family queries "
-          f"({oracle['hidden']} with the detail hidden; {time.monotonic() - started:.0f} s)")
+    print(
+        f"oracle rank-1      {oracle['rank1']:.3f} over {oracle['queries']} family queries "
+        f"({oracle['hidden']} with the detail hidden; {time.monotonic() - started:.0f} s)"
+    )
     for kind, value in oracle["per_kind"].items():
         print(f"  {kind:16s} {value:.3f}")
     for camera, value in oracle["per_camera"].items():

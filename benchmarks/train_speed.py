@@ -50,8 +50,12 @@ from canlib.synthetic import ensure_synthetic
 
 FAST = ["train.amp=true", "train.channels_last=true", "train.fused_adam=true"]
 VARIANTS = {
-    "a": ["train.amp=false", "train.channels_last=false", "train.fused_adam=false",
-          "data.pipeline=cpu"],
+    "a": [
+        "train.amp=false",
+        "train.channels_last=false",
+        "train.fused_adam=false",
+        "data.pipeline=cpu",
+    ],
     "b": FAST + ["data.pipeline=cpu"],
     "c": FAST + ["data.pipeline=gpu"],
     "d": FAST + ["data.pipeline=gpu", "train.compile=true"],
@@ -70,9 +74,15 @@ def base_config(args: argparse.Namespace) -> ExperimentConfig:
     if args.quick:
         data = ["data.dataset=synthetic", f"data.synthetic_size={args.size}"]
     else:
-        data = ["data.dataset=synthetic", "data.synthetic_size=market", f"data.data_root={args.data}"]
+        data = [
+            "data.dataset=synthetic",
+            "data.synthetic_size=market",
+            f"data.data_root={args.data}",
+        ]
     overrides = data + [
-        f"train.device={args.device}", "model.pretrained=false", f"data.num_workers={args.workers}",
+        f"train.device={args.device}",
+        "model.pretrained=false",
+        f"data.num_workers={args.workers}",
     ]
     return profile("synthetic" if args.quick else "paper", overrides)
 
@@ -162,8 +172,11 @@ def time_variant(cfg: ExperimentConfig, data, steps: int, warmup: int) -> dict[s
     return {
         "step_s": step,
         "images_per_s": batch / step,
-        "peak_mib": (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
-                     else engine.memory_usage(device)["peak_rss_mib"]),
+        "peak_mib": (
+            torch.cuda.max_memory_allocated(device) / 2**20
+            if device.type == "cuda"
+            else engine.memory_usage(device)["peak_rss_mib"]
+        ),
     }
 
 
@@ -190,8 +203,12 @@ def time_test_set(
     evaluate_rank(pairwise_distance(qf, gf), q_pids, g_pids, q_cams, g_cams)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return {"query": len(query), "gallery": len(gallery), "features_s": features,
-            "metrics_s": time.perf_counter() - start}
+    return {
+        "query": len(query),
+        "gallery": len(gallery),
+        "features_s": features,
+        "metrics_s": time.perf_counter() - start,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,15 +217,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="synthetic profile model, CPU-sized")
     parser.add_argument("--variants", default="abcd")
     parser.add_argument("--batches", default="32,64,128", help="P x K batch sizes (K = 4)")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="timed steps per variant (default 100; 5 with --quick): long "
-                             "against the DataLoader's 2 x workers prefetched batches")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="timed steps per variant (default 100; 5 with --quick): long "
+        "against the DataLoader's 2 x workers prefetched batches",
+    )
     parser.add_argument("--warmup", type=int, default=None, help="default 10; 2 with --quick")
     parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--data", default="data/market-sized-synthetic",
-                        help="where the market-sized synthetic dataset is generated and kept")
-    parser.add_argument("--size", default="default",
-                        help="synthetic size with --quick (default 'default'; 'smoke' for a test)")
+    parser.add_argument(
+        "--data",
+        default="data/market-sized-synthetic",
+        help="where the market-sized synthetic dataset is generated and kept",
+    )
+    parser.add_argument(
+        "--size",
+        default="default",
+        help="synthetic size with --quick (default 'default'; 'smoke' for a test)",
+    )
     parser.add_argument("--skip-test-set", action="store_true")
     args = parser.parse_args(argv)
     args.steps = args.steps or (5 if args.quick else 100)
@@ -220,12 +247,18 @@ def main(argv: list[str] | None = None) -> int:
     data = engine.build_data(base)
     peak = matmul_peak(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"device: {name}; measured matmul peak {peak:.3f} TFLOP/s "
-          f"({'bf16' if device.type == 'cuda' else 'fp32'}); torch {torch.__version__}")
-    print(f"model: {base.model.name} {base.model.backbone} at {base.data.height}x{base.data.width}; "
-          f"{len(data.train)} training images, {data.num_train_pids} ids\n")
-    print("| variant | batch | images/s | step ms | peak MiB | GFLOP/img | TFLOP/s | % peak "
-          "| 600 ep. (93 steps) | 600 ep. (404 steps) | vs a |")
+    print(
+        f"device: {name}; measured matmul peak {peak:.3f} TFLOP/s "
+        f"({'bf16' if device.type == 'cuda' else 'fp32'}); torch {torch.__version__}"
+    )
+    print(
+        f"model: {base.model.name} {base.model.backbone} at {base.data.height}x{base.data.width}; "
+        f"{len(data.train)} training images, {data.num_train_pids} ids\n"
+    )
+    print(
+        "| variant | batch | images/s | step ms | peak MiB | GFLOP/img | TFLOP/s | % peak "
+        "| 600 ep. (93 steps) | 600 ep. (404 steps) | vs a |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     flops = flops_per_image(base, data.num_train_pids, device)
     for batch in [int(b) for b in args.batches.split(",")]:
@@ -242,16 +275,20 @@ def main(argv: list[str] | None = None) -> int:
             tflops = flops * r["images_per_s"] / 1e12
             ident = 600 * MARKET_STEPS["identities"] * 32 / r["images_per_s"] / 60
             image = 600 * MARKET_STEPS["images"] * 32 / r["images_per_s"] / 60
-            print(f"| {key} | {batch} | {r['images_per_s']:.0f} | {1000 * r['step_s']:.1f} | "
-                  f"{r['peak_mib']:.0f} | {flops / 1e9:.1f} | {tflops:.3f} | "
-                  f"{100 * tflops / peak:.0f}% | {ident:.0f} min | {image:.0f} min | "
-                  f"{r['images_per_s'] / baseline:.2f}x |")
+            print(
+                f"| {key} | {batch} | {r['images_per_s']:.0f} | {1000 * r['step_s']:.1f} | "
+                f"{r['peak_mib']:.0f} | {flops / 1e9:.1f} | {tflops:.3f} | "
+                f"{100 * tflops / peak:.0f}% | {ident:.0f} min | {image:.0f} min | "
+                f"{r['images_per_s'] / baseline:.2f}x |"
+            )
             sys.stdout.flush()
     if not args.skip_test_set:
         test = time_test_set(base.with_overrides(VARIANTS["b"]), data, device, not args.quick)
-        print(f"\ntest set on {name}: {test['query']} query + {test['gallery']} gallery images "
-              f"embedded in {test['features_s']:.1f} s ({args.workers} decoding workers), "
-              f"scored in {test['metrics_s']:.2f} s; total {test['features_s'] + test['metrics_s']:.1f} s")
+        print(
+            f"\ntest set on {name}: {test['query']} query + {test['gallery']} gallery images "
+            f"embedded in {test['features_s']:.1f} s ({args.workers} decoding workers), "
+            f"scored in {test['metrics_s']:.2f} s; total {test['features_s'] + test['metrics_s']:.1f} s"
+        )
     return 0
 
 

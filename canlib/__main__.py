@@ -52,8 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--dataset", required=True, help="dataset name, e.g. market1501")
     check.add_argument("--data-root", help="dataset folder (not needed for synthetic)")
-    check.add_argument("--remove-bad", action="store_true",
-                       help="list unreadable images and exit 0 instead of refusing")
+    check.add_argument(
+        "--remove-bad",
+        action="store_true",
+        help="list unreadable images and exit 0 instead of refusing",
+    )
 
     reproduce = commands.add_parser(
         "reproduce", help="execute the notebooks with papermill into results/ and figures/"
@@ -64,18 +67,30 @@ def _parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     reproduce.add_argument("--only", help="comma-separated notebook numbers, e.g. 03,04")
     reproduce.add_argument("--force", action="store_true", help="retrain runs that are cached")
-    reproduce.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                           help="override a config field in every notebook")
+    reproduce.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field in every notebook",
+    )
     return parser
 
 
 def _add_run_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--profile", default="synthetic", help="smoke, synthetic or paper")
-    sub.add_argument("--dataset", help="market1501, dukemtmcreid, cuhk03, msmt17, folder, synthetic")
+    sub.add_argument(
+        "--dataset", help="market1501, dukemtmcreid, cuhk03, msmt17, folder, synthetic"
+    )
     sub.add_argument("--data-root", help="folder of a real dataset")
     sub.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config field, e.g. --set train.epochs=10 (repeatable)")
+    sub.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set train.epochs=10 (repeatable)",
+    )
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -230,8 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; rerun the same command (with --resume for train) to continue",
-              file=sys.stderr)
+        print(
+            "interrupted; rerun the same command (with --resume for train) to continue",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -50,7 +50,9 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
         # torch's zip writer reports a failed write (disk full) as an opaque RuntimeError
         # whose __context__ is the real OSError: name the file and the OS's reason.
         cause = exc if isinstance(exc, OSError) else exc.__context__
-        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else _first_line(exc)
+        reason = (
+            cause.strerror if isinstance(cause, OSError) and cause.strerror else _first_line(exc)
+        )
         raise CheckpointError(
             f"could not write checkpoint {path} ({reason}); the previous checkpoint is intact"
         ) from exc
@@ -93,8 +95,16 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             f"checkpoint {path} holds objects other than tensors and plain data and was refused "
             f"(loading uses weights_only=True so untrusted files cannot run code): {_first_line(exc)}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, KeyError, IndexError,
-            ValueError, struct.error) as exc:
+    except (
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        OSError,
+        KeyError,
+        IndexError,
+        ValueError,
+        struct.error,
+    ) as exc:
         # Arbitrary bytes make the unpickler fail in many ways (UnicodeDecodeError is a
         # ValueError); all of them mean "not a checkpoint", so resume can fall back.
         raise CheckpointError(

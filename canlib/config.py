@@ -169,7 +169,9 @@ class TrainConfig:
     gamma: float = paper("§4.6, each decay divides the lr by 10", 0.1)
     weight_decay: float = paper("§4.6, Adam with default parameters: no weight decay", 0.0)
     warmup_epochs: int = paper("§4.6, the schedule starts at lr 3e-4: no warm-up", 0)
-    steps_per_epoch: int | None = ours("None: the sampler's epoch length; set to cap tiny runs", None)
+    steps_per_epoch: int | None = ours(
+        "None: the sampler's epoch length; set to cap tiny runs", None
+    )
     eval_every: int = ours("evaluate every 50 epochs and at the end", 50)
     checkpoint_every: int = ours("checkpoint every 10 epochs and at the end", 10)
     seed: int = ours("fixed seed for repeatable runs", 0)
@@ -506,26 +508,38 @@ def _validate(cfg: ExperimentConfig) -> None:
     _choice("data.pipeline", d.pipeline, ("auto", "cpu", "gpu"))
     for key in ("height", "width", "p", "k"):
         _check(getattr(d, key) >= 1, f"data.{key} must be >= 1 (got {getattr(d, key)})")
-    _check(d.height % 16 == 0 and d.width % 8 == 0,
-           f"data.height must be a multiple of 16 and data.width of 8 (got {d.height}x{d.width})")
+    _check(
+        d.height % 16 == 0 and d.width % 8 == 0,
+        f"data.height must be a multiple of 16 and data.width of 8 (got {d.height}x{d.width})",
+    )
     for key in ("flip_p", "erasing_p"):
-        _check(0.0 <= getattr(d, key) <= 1.0, f"data.{key} must be in [0, 1] (got {getattr(d, key)})")
+        _check(
+            0.0 <= getattr(d, key) <= 1.0, f"data.{key} must be in [0, 1] (got {getattr(d, key)})"
+        )
     _check(d.pad >= 0 and d.num_workers >= 0, "data.pad and data.num_workers must be >= 0")
     _choice("model.name", m.name, MODELS)
     _choice("model.backbone", m.backbone, BACKBONES)
     _choice("model.pooling", m.pooling, ("adaptive", "eq1"))
-    _check(all(p >= 2 for p in m.parts) and list(m.parts) == sorted(set(m.parts)),
-           f"model.parts must be increasing integers >= 2 (got {m.parts})")
-    _check(m.name != "can" or bool(m.parts),
-           "model.parts is empty: CAN needs part branches; use model.name=global for none")
+    _check(
+        all(p >= 2 for p in m.parts) and list(m.parts) == sorted(set(m.parts)),
+        f"model.parts must be increasing integers >= 2 (got {m.parts})",
+    )
+    _check(
+        m.name != "can" or bool(m.parts),
+        "model.parts is empty: CAN needs part branches; use model.name=global for none",
+    )
     _check(m.embed_dim >= 1, f"model.embed_dim must be >= 1 (got {m.embed_dim})")
     _finite("model.scale", m.scale, 0, strict=True)
-    _check(not (m.pretrained is True and m.backbone.endswith(("half", "quarter"))),
-           f"model.pretrained=true (ImageNet) needs a standard-width backbone (got "
-           f"{m.backbone!r}); a narrow one takes a weights file path or false")
-    _check(not (isinstance(m.pretrained, str) and not m.pretrained.strip()),
-           "model.pretrained must be true, false, a weights file path or "
-           f"'{SYNTHETIC_TRUNK}' (got an empty string)")
+    _check(
+        not (m.pretrained is True and m.backbone.endswith(("half", "quarter"))),
+        f"model.pretrained=true (ImageNet) needs a standard-width backbone (got "
+        f"{m.backbone!r}); a narrow one takes a weights file path or false",
+    )
+    _check(
+        not (isinstance(m.pretrained, str) and not m.pretrained.strip()),
+        "model.pretrained must be true, false, a weights file path or "
+        f"'{SYNTHETIC_TRUNK}' (got an empty string)",
+    )
     _choice("loss.mode", lo.mode, LOSS_MODES)
     _finite("loss.margin", lo.margin, 0, strict=False)
     _finite("loss.center_weight", lo.center_weight, 0, strict=False)
@@ -535,17 +549,24 @@ def _validate(cfg: ExperimentConfig) -> None:
     _check(t.epochs >= 1, f"train.epochs must be >= 1 (got {t.epochs})")
     _finite("train.lr", t.lr, 0, strict=True)
     _check(0 < t.gamma <= 1, f"train.gamma must be in (0, 1] (got {t.gamma})")
-    _check(list(t.milestones) == sorted(t.milestones),
-           f"train.milestones must be increasing (got {t.milestones})")
+    _check(
+        list(t.milestones) == sorted(t.milestones),
+        f"train.milestones must be increasing (got {t.milestones})",
+    )
     _finite("train.weight_decay", t.weight_decay, 0, strict=False)
     _check(t.warmup_epochs >= 0, f"train.warmup_epochs must be >= 0 (got {t.warmup_epochs})")
-    _check(t.steps_per_epoch is None or t.steps_per_epoch >= 1,
-           f"train.steps_per_epoch must be None or >= 1 (got {t.steps_per_epoch})")
+    _check(
+        t.steps_per_epoch is None or t.steps_per_epoch >= 1,
+        f"train.steps_per_epoch must be None or >= 1 (got {t.steps_per_epoch})",
+    )
     _check(t.eval_every >= 1, f"train.eval_every must be >= 1 (got {t.eval_every})")
-    _check(t.checkpoint_every >= 1,
-           f"train.checkpoint_every must be >= 1 (got {t.checkpoint_every})")
-    _check(t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
-           f"train.device must be auto, cpu, cuda or cuda:N (got {t.device!r})")
+    _check(
+        t.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1 (got {t.checkpoint_every})"
+    )
+    _check(
+        t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
+        f"train.device must be auto, cpu, cuda or cuda:N (got {t.device!r})",
+    )
     _check(t.grad_clip is None or t.grad_clip > 0, "train.grad_clip must be None or > 0")
     _check(t.threads is None or t.threads >= 1, "train.threads must be None or >= 1")
     _check(t.seeds >= 1, f"train.seeds must be >= 1 (got {t.seeds})")
@@ -553,7 +574,9 @@ def _validate(cfg: ExperimentConfig) -> None:
     _choice("eval.features", e.features, ("bn", "pre_bn"))
     _choice("loss.triplet_distance", lo.triplet_distance, TRIPLET_DISTANCES)
     _check(e.batch_size >= 1, f"eval.batch_size must be >= 1 (got {e.batch_size})")
-    _check(e.max_rank >= 10, f"eval.max_rank must be >= 10, the tables show rank-10 (got {e.max_rank})")
+    _check(
+        e.max_rank >= 10, f"eval.max_rank must be >= 10, the tables show rank-10 (got {e.max_rank})"
+    )
 
 
 def _check_no_ignored_fields(cfg: ExperimentConfig) -> None:
@@ -572,8 +595,10 @@ def _check_no_ignored_fields(cfg: ExperimentConfig) -> None:
         "loss.mode=ce+triplet, the same terms, for another model",
     )
     # The fields of a loss term the mode leaves out.
-    for modes, term, names in ((TRIPLET_MODES, "triplet", ("margin", "triplet_distance")),
-                               (CENTER_MODES, "center", ("center_weight", "center_lr"))):
+    for modes, term, names in (
+        (TRIPLET_MODES, "triplet", ("margin", "triplet_distance")),
+        (CENTER_MODES, "center", ("center_weight", "center_lr")),
+    ):
         if lo.mode in modes:
             continue
         for name in names:

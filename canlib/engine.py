@@ -89,9 +89,7 @@ def cpu_has_amx() -> bool:
         return False
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
-            return any(
-                line.startswith("flags") and "amx_bf16" in line.split() for line in info
-            )
+            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in info)
     except OSError:
         return False
 
@@ -186,8 +184,9 @@ def build_model_from_config(cfg: ExperimentConfig, num_classes: int) -> nn.Modul
         "input_size": (cfg.data.height, cfg.data.width),
     }
     if m.name != "mgn":  # MGN keeps its own pooling, reductions and linear classifier
-        options.update(scale=m.scale, pooling=m.pooling, embed_bn=m.embed_bn,
-                       test_features=cfg.eval.features)
+        options.update(
+            scale=m.scale, pooling=m.pooling, embed_bn=m.embed_bn, test_features=cfg.eval.features
+        )
     if m.name == "can":
         options.update(parts=m.parts, collaborative=m.collaborative)
     return build_model(m.name, num_classes, **options)
@@ -269,13 +268,20 @@ def train(
     num_classes = data.num_train_pids
     train_pids = [r[1] for r in data.train]
     sampler = PKSampler(
-        train_pids, p=cfg.data.p, k=cfg.data.k, epoch=cfg.data.epoch, seed=t.seed,
-        rank=run.rank, world_size=run.world_size,
+        train_pids,
+        p=cfg.data.p,
+        k=cfg.data.k,
+        epoch=cfg.data.epoch,
+        seed=t.seed,
+        rank=run.rank,
+        world_size=run.world_size,
     )
     steps_per_epoch = min(len(sampler), t.steps_per_epoch or len(sampler))
-    main_rank_first(lambda: check_train_images(
-        data.train, progress=progress and run.is_main, check_command=_check_data_command(cfg)
-    ))
+    main_rank_first(
+        lambda: check_train_images(
+            data.train, progress=progress and run.is_main, check_command=_check_data_command(cfg)
+        )
+    )
     pipeline = build_pipeline(cfg, data.train, run.device, rank=run.rank, progress=progress)
     parts = build_training(cfg, num_classes, run.device)
     model, criterion = parts.model, parts.criterion
@@ -311,8 +317,11 @@ def train(
         epoch_start = time.monotonic()
         epoch_images = 0
         bar = tqdm(
-            total=steps_per_epoch, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False,
-            disable=not (progress and run.is_main), dynamic_ncols=True,
+            total=steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{t.epochs}",
+            leave=False,
+            disable=not (progress and run.is_main),
+            dynamic_ncols=True,
         )
         for step, (images, pids) in enumerate(batches):
             if step >= steps_per_epoch:
@@ -403,7 +412,11 @@ def build_training(cfg: ExperimentConfig, num_classes: int, device: torch.device
         model = model.to(memory_format=torch.channels_last)
     criterion = build_loss(cfg, model, num_classes).to(device)
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=t.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=t.weight_decay,
+        model.parameters(),
+        lr=t.lr,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=t.weight_decay,
         fused=t.fused_adam and device.type == "cuda",
     )
     centers = [p for p in criterion.parameters() if p.requires_grad]
@@ -442,7 +455,8 @@ def train_step(
     parts.optimizer.step()
     if parts.center_optimizer is not None:
         _step_centers(
-            parts.center_optimizer.param_groups[0]["params"], parts.center_optimizer,
+            parts.center_optimizer.param_groups[0]["params"],
+            parts.center_optimizer,
             parts.cfg.loss.center_weight,
         )
     return losses
@@ -487,9 +501,15 @@ def build_pipeline(
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         check_cache_fits(len(records), height, width, free, str(device))
-    cache = main_rank_first(lambda: ImageCache.load_or_build(
-        _image_cache_path(records, height, width), records, height, width, progress=progress,
-    )).to(device)
+    cache = main_rank_first(
+        lambda: ImageCache.load_or_build(
+            _image_cache_path(records, height, width),
+            records,
+            height,
+            width,
+            progress=progress,
+        )
+    ).to(device)
     augment = BatchedTrainAugment(
         transform_config(cfg), channels_last=uses_channels_last(cfg, device)
     )
@@ -592,8 +612,12 @@ def _epoch_loader(cfg: ExperimentConfig, records, sampler, epoch: int, device: t
         transform_config(cfg), torch.Generator().manual_seed(seed) if in_process else None
     )
     return build_train_loader(
-        records, transform, sampler, num_workers=cfg.data.num_workers,
-        pin_memory=device.type == "cuda", seed=seed,
+        records,
+        transform,
+        sampler,
+        num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",
+        seed=seed,
     )
 
 
@@ -728,7 +752,8 @@ def match_state_layout(optimizer: torch.optim.Optimizer) -> None:
     for param, param_state in optimizer.state.items():
         for key, value in param_state.items():
             if (
-                torch.is_tensor(value) and value.shape == param.shape
+                torch.is_tensor(value)
+                and value.shape == param.shape
                 and value.stride() != param.stride()
             ):
                 param_state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
@@ -802,8 +827,10 @@ def extract_features(
     flip = cfg.eval.flip if flip is None else flip
     device = model_device(model) if device is None else device
     loader = build_test_loader(
-        list(records), build_test_transform(transform_config(cfg)),
-        batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers,
+        list(records),
+        build_test_transform(transform_config(cfg)),
+        batch_size=cfg.eval.batch_size,
+        num_workers=cfg.data.num_workers,
     )
     was_training = model.training
     model.eval()
@@ -860,8 +887,12 @@ def evaluate_model(
     metrics = {**summarize(result), "num_valid": int(result["num_valid"])}
     if return_raw:
         metrics.update(
-            cmc=np.asarray(result["cmc"]), distmat=distmat, q_pids=q_pids, g_pids=g_pids,
-            q_camids=q_camids, g_camids=g_camids,
+            cmc=np.asarray(result["cmc"]),
+            distmat=distmat,
+            q_pids=q_pids,
+            g_pids=g_pids,
+            q_camids=q_camids,
+            g_camids=g_camids,
         )
     return metrics
 

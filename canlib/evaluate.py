@@ -43,8 +43,17 @@ from canlib.errors import ConfigError, NonFiniteError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["JUNK_PID", "evaluate_rank", "evaluate_rank_reference", "kept", "pairwise_distance",
-           "ranked_gallery", "re_rank", "summarize", "top1_breakdown"]
+__all__ = [
+    "JUNK_PID",
+    "evaluate_rank",
+    "evaluate_rank_reference",
+    "kept",
+    "pairwise_distance",
+    "ranked_gallery",
+    "re_rank",
+    "summarize",
+    "top1_breakdown",
+]
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -423,9 +432,7 @@ def _evaluate_all_shot(
         first_hits.append(first)
         aps.append(ap)
         inps.append(inp)
-    return _summary(
-        np.concatenate(first_hits), np.concatenate(aps), np.concatenate(inps), max_rank
-    )
+    return _summary(np.concatenate(first_hits), np.concatenate(aps), np.concatenate(inps), max_rank)
 
 
 def _match_ranks(
@@ -561,8 +568,14 @@ def summarize(result: dict[str, Any], ranks: tuple[int, ...] = (1, 3, 5, 10)) ->
     return out
 
 
-def ranked_gallery(distmat_row: np.ndarray, q_pid: int, q_cam: int, g_pids: np.ndarray,
-                   g_cams: np.ndarray, topk: int = 10) -> list[tuple[int, bool]]:
+def ranked_gallery(
+    distmat_row: np.ndarray,
+    q_pid: int,
+    q_cam: int,
+    g_pids: np.ndarray,
+    g_cams: np.ndarray,
+    topk: int = 10,
+) -> list[tuple[int, bool]]:
     """The top-k gallery items of one query under the Market-1501 protocol.
 
     Gallery items with the query's pid and camera, and junk (pid -1), are removed
@@ -579,14 +592,21 @@ def ranked_gallery(distmat_row: np.ndarray, q_pid: int, q_cam: int, g_pids: np.n
     """
     d, g_pids, g_cams = (np.asarray(a).ravel() for a in (distmat_row, g_pids, g_cams))
     if not len(d) == len(g_pids) == len(g_cams):
-        raise ValueError(f"distmat_row, g_pids and g_cams must have one length, got "
-                         f"{len(d)}, {len(g_pids)}, {len(g_cams)}")
+        raise ValueError(
+            f"distmat_row, g_pids and g_cams must have one length, got "
+            f"{len(d)}, {len(g_pids)}, {len(g_cams)}"
+        )
     ranked = _ranked_list(d, q_pid, q_cam, g_pids, g_cams)[:topk]
     return [(int(i), bool(g_pids[i] == q_pid)) for i in ranked]
 
 
-TOP1_KINDS = ("same id", "same group", "distractor", "other id, same camera",
-              "other id, other camera")
+TOP1_KINDS = (
+    "same id",
+    "same group",
+    "distractor",
+    "other id, same camera",
+    "other id, other camera",
+)
 
 
 def top1_breakdown(
@@ -615,8 +635,9 @@ def top1_breakdown(
     groups = group_of or {}
     counts = dict.fromkeys(TOP1_KINDS, 0)
     for i in range(num_q):
-        first = ranked_gallery(_host_row(distmat, i), q_pids[i], q_camids[i], g_pids, g_camids,
-                               topk=1)
+        first = ranked_gallery(
+            _host_row(distmat, i), q_pids[i], q_camids[i], g_pids, g_camids, topk=1
+        )
         if not first:
             continue
         top = first[0][0]

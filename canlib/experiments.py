@@ -45,14 +45,26 @@ def _synthetic() -> ExperimentConfig:
     return ExperimentConfig(
         name="can",
         data=DataConfig(
-            dataset="synthetic", height=144, width=48, p=16, k=4, pad=4, num_workers=0,
+            dataset="synthetic",
+            height=144,
+            width=48,
+            p=16,
+            k=4,
+            pad=4,
+            num_workers=0,
             pipeline="gpu",
         ),
         model=ModelConfig(backbone="resnet18-quarter", pretrained="synthetic-trunk"),
         loss=LossConfig(),
         train=TrainConfig(
-            epochs=4, lr=1e-3, milestones=(3,), weight_decay=5e-4, eval_every=4,
-            checkpoint_every=1, threads=2, seeds=3,
+            epochs=4,
+            lr=1e-3,
+            milestones=(3,),
+            weight_decay=5e-4,
+            eval_every=4,
+            checkpoint_every=1,
+            threads=2,
+            seeds=3,
         ),
         eval=EvalConfig(batch_size=256),
     )
@@ -63,14 +75,27 @@ def _smoke() -> ExperimentConfig:
         name="can",
         data=DataConfig(
             # 144 rows -> 9-row maps: the smallest input on which every Table 2 pattern exists.
-            dataset="synthetic", synthetic_size="smoke", height=144, width=48, p=4, k=4, pad=4,
+            dataset="synthetic",
+            synthetic_size="smoke",
+            height=144,
+            width=48,
+            p=4,
+            k=4,
+            pad=4,
             num_workers=0,
         ),
         model=ModelConfig(backbone="resnet18-quarter", pretrained=False, embed_dim=32),
         loss=LossConfig(),
         train=TrainConfig(
-            epochs=2, lr=1e-3, milestones=(), weight_decay=5e-4, steps_per_epoch=2, eval_every=1,
-            checkpoint_every=1, threads=1, amp=False,
+            epochs=2,
+            lr=1e-3,
+            milestones=(),
+            weight_decay=5e-4,
+            steps_per_epoch=2,
+            eval_every=1,
+            checkpoint_every=1,
+            threads=1,
+            amp=False,
         ),
         eval=EvalConfig(batch_size=64, max_rank=10),
     )
@@ -164,7 +189,9 @@ TABLE2 = {
     "part-1,3,5": {"model.parts": (3, 5), "model.collaborative": False, **_PARTITION_LOSS},
     "part-1,3,5,7": {"model.parts": (3, 5, 7), "model.collaborative": False, **_PARTITION_LOSS},
     "part-1,3,5,7,9": {
-        "model.parts": (3, 5, 7, 9), "model.collaborative": False, **_PARTITION_LOSS
+        "model.parts": (3, 5, 7, 9),
+        "model.collaborative": False,
+        **_PARTITION_LOSS,
     },
 }
 
@@ -281,47 +308,77 @@ _CA_1357 = ((_T3, "part-1,3,5,7 with CA"), (_T3, "part-1,3,5,7 w/o CA"))
 CLAIMS: tuple[Claim, ...] = (
     Claim(
         "Without CA, the finest partition (part-1,3,5,7,9) is worse than part-1,2,3",
-        "Table 2", (_T2, "part-1,3,5,7,9"), (_T2, "part-1,2,3"), "-",
+        "Table 2",
+        (_T2, "part-1,3,5,7,9"),
+        (_T2, "part-1,2,3"),
+        "-",
     ),
     Claim("CA improves part-1,3,5,7", "Table 3", *_CA_1357, "+"),
     Claim(
         "CA helps part-1,3,5,7 more than part-1,2,3",
-        "Table 3", *_CA_1357, "+", c=(_T3, "part-1,2,3 with CA"), d=(_T2, "part-1,2,3"),
+        "Table 3",
+        *_CA_1357,
+        "+",
+        c=(_T3, "part-1,2,3 with CA"),
+        d=(_T2, "part-1,2,3"),
         note="difference of differences: (part-1,3,5,7 with CA - w/o CA) - (part-1,2,3 with "
         "CA, Table 3 - part-1,2,3 without, Table 2)",
     ),
     Claim(
-        "Triplet loss adds to cross-entropy", "Table 4",
-        (_T4, "CAN + CE + Triplet"), (_T4, "CAN + CE"), "+",
+        "Triplet loss adds to cross-entropy",
+        "Table 4",
+        (_T4, "CAN + CE + Triplet"),
+        (_T4, "CAN + CE"),
+        "+",
     ),
     Claim(
-        "Center loss adds to cross-entropy + triplet", "Table 4",
-        (_T4, "CAN + CE + Triplet + Center"), (_T4, "CAN + CE + Triplet"), "+",
+        "Center loss adds to cross-entropy + triplet",
+        "Table 4",
+        (_T4, "CAN + CE + Triplet + Center"),
+        (_T4, "CAN + CE + Triplet"),
+        "+",
     ),
     Claim(
         "The clustering losses on global and local features beat them on global ones only",
-        "Table 4", (_T4, "global & local to L_c"), (_T4, "CAN + CE + Triplet + Center"), "+",
+        "Table 4",
+        (_T4, "global & local to L_c"),
+        (_T4, "CAN + CE + Triplet + Center"),
+        "+",
     ),
     Claim(
-        "CAN beats MGN", "Table 5", ("sota", "CAN"), ("sota", "MGN"), "+",
+        "CAN beats MGN",
+        "Table 5",
+        ("sota", "CAN"),
+        ("sota", "MGN"),
+        "+",
         note="Table 5, Market-1501: CAN 90.6 - MGN 86.9; our CAN row is Table 4's best "
         "recipe, which Table 4 reports at 89.6",
     ),
     Claim(
-        "CAN beats the global-only baseline", "Table 5", ("sota", "CAN"), ("sota", "global only"),
+        "CAN beats the global-only baseline",
+        "Table 5",
+        ("sota", "CAN"),
+        ("sota", "global only"),
         "+",
         note="the paper argues it (§1) but reports no global-only model of its own; its closest "
         "number, CNN-Base [3] (79.8 mAP, Table 5), is another paper's recipe, so no paper effect",
     ),
     Claim(
-        "CAN's layer-4 activation covers more of the body than MGN's", "Figure 4",
-        ("figure4", "CAN"), ("figure4", "MGN"), "+", metric="body_share",
+        "CAN's layer-4 activation covers more of the body than MGN's",
+        "Figure 4",
+        ("figure4", "CAN"),
+        ("figure4", "MGN"),
+        "+",
+        metric="body_share",
         note="share of layer-4 activation mass inside the person mask, in percent; Figure 4 "
         "shows it qualitatively",
     ),
     Claim(
         "CAN's layer-4 activation covers more of the body than the model without CA",
-        "Figure 4", ("figure4", "CAN"), ("figure4", "part-1,3,5,7 w/o CA"), "+",
+        "Figure 4",
+        ("figure4", "CAN"),
+        ("figure4", "part-1,3,5,7 w/o CA"),
+        "+",
         metric="body_share",
         note="share of layer-4 activation mass inside the person mask, in percent; Figure 4 "
         "shows it qualitatively",
@@ -359,67 +416,104 @@ class OpenChoice:
         if self.row[1] not in TABLES.get(self.row[0], {}):
             raise ConfigError(f"open choice {self.choice!r}: no row {self.row!r} in TABLES")
         if self.eval_only and any(not k.startswith("eval.") for k, _ in self.alternative_overrides):
-            raise ConfigError(f"open choice {self.choice!r} is evaluation-only but sets "
-                              f"{[k for k, _ in self.alternative_overrides]}")
+            raise ConfigError(
+                f"open choice {self.choice!r} is evaluation-only but sets "
+                f"{[k for k, _ in self.alternative_overrides]}"
+            )
 
 
 _CAN = ("table4", "global & local to L_c")
 _EQ1 = "Eq. (1) windows (overlapping for 5, 7 and 9 stripes)"
 _ADAPTIVE = "torch's adaptive pooling bins"
-_POOLING_WHERE = ("§3.2: 'Adaptive Pooling is introduced', yet Eq. (1) gives explicit windows "
-                  "(stride floor(IS/OS), kernel IS-(OS-1)*stride), which differ from torch's bins")
+_POOLING_WHERE = (
+    "§3.2: 'Adaptive Pooling is introduced', yet Eq. (1) gives explicit windows "
+    "(stride floor(IS/OS), kernel IS-(OS-1)*stride), which differ from torch's bins"
+)
 
 OPEN_CHOICES: tuple[OpenChoice, ...] = (
-    OpenChoice("Stripe pooling, part-1,3,5,7", _POOLING_WHERE, ("table3", "part-1,3,5,7 with CA"),
-               _ADAPTIVE, _EQ1, (("model.pooling", "eq1"),)),
-    OpenChoice("Stripe pooling, part-1,3,5,7,9", _POOLING_WHERE,
-               ("table3", "part-1,3,5,7,9 with CA"), _ADAPTIVE, _EQ1, (("model.pooling", "eq1"),)),
+    OpenChoice(
+        "Stripe pooling, part-1,3,5,7",
+        _POOLING_WHERE,
+        ("table3", "part-1,3,5,7 with CA"),
+        _ADAPTIVE,
+        _EQ1,
+        (("model.pooling", "eq1"),),
+    ),
+    OpenChoice(
+        "Stripe pooling, part-1,3,5,7,9",
+        _POOLING_WHERE,
+        ("table3", "part-1,3,5,7,9 with CA"),
+        _ADAPTIVE,
+        _EQ1,
+        (("model.pooling", "eq1"),),
+    ),
     OpenChoice(
         "Epoch definition",
         "§4.6: 'The whole training process stops at epoch 600'; what an epoch is, is not said",
-        _CAN, "identity epochs (each identity once with K images, MGN-pytorch)",
+        _CAN,
+        "identity epochs (each identity once with K images, MGN-pytorch)",
         "image epochs (every training image once: about 4x the steps, torchreid / fast-reid)",
         (("data.epoch", "images"),),
     ),
     OpenChoice(
         "Adam's weight decay",
         "§4.6: 'Adam optimizer is utilized with default parameters' (torch's default: no decay)",
-        _CAN, "5e-4 (BoT / MGN-pytorch)", "0, the paper's 'default parameters'",
-        (("train.weight_decay", 0.0),), (("train.weight_decay", 5e-4),),
+        _CAN,
+        "5e-4 (BoT / MGN-pytorch)",
+        "0, the paper's 'default parameters'",
+        (("train.weight_decay", 0.0),),
+        (("train.weight_decay", 5e-4),),
     ),
     OpenChoice(
         "BN after the shared 1x1 embedding",
         "§3.2 Eq. (3)-(4): a 1x1 convolution embeds every feature; no normalisation is named",
-        _CAN, "with a BN (BNNeck: classifier on BN features, clustering losses before it)",
-        "without it (every loss on the conv's output)", (("model.embed_bn", False),),
+        _CAN,
+        "with a BN (BNNeck: classifier on BN features, clustering losses before it)",
+        "without it (every loss on the conv's output)",
+        (("model.embed_bn", False),),
     ),
     OpenChoice(
         "Cosine-classifier scale",
         "§4.6: 'We also normalize the features and weights in FC Layer'; no scale is given",
-        _CAN, "16", "30", (("model.scale", 30.0),), (("model.scale", 16.0),),
+        _CAN,
+        "16",
+        "30",
+        (("model.scale", 30.0),),
+        (("model.scale", 16.0),),
     ),
     OpenChoice(
         "Triplet distance",
         "§3.3 Eq. (7): squared distances summed over anchors, margin not given",
-        _CAN, "plain distances, mean over anchors (BoT, MGN-pytorch)",
+        _CAN,
+        "plain distances, mean over anchors (BoT, MGN-pytorch)",
         "squared distances, sum over anchors (Eq. 7 as written)",
         (("loss.triplet_distance", "squared-sum"),),
     ),
     OpenChoice(
         "Test embedding",
         "§4.6: features are normalised and compared by cosine distance; which features, unsaid",
-        _CAN, "BN features", "pre-BN features", (("eval.features", "pre_bn"),), eval_only=True,
+        _CAN,
+        "BN features",
+        "pre-BN features",
+        (("eval.features", "pre_bn"),),
+        eval_only=True,
     ),
     OpenChoice(
         "Flip averaging at test",
         "not mentioned; common in public code (fast-reid's flip test)",
-        _CAN, "off", "on (mean of the image's and its mirror's embeddings)",
-        (("eval.flip", True),), eval_only=True,
+        _CAN,
+        "off",
+        "on (mean of the image's and its mirror's embeddings)",
+        (("eval.flip", True),),
+        eval_only=True,
     ),
     OpenChoice(
         "Re-ranking",
         "§4.7: 'Our experimental results are based on model accuracy without re-ranking'",
-        _CAN, "off", "k-reciprocal re-ranking (Zhong et al. 2017)", (("eval.rerank", True),),
+        _CAN,
+        "off",
+        "k-reciprocal re-ranking (Zhong et al. 2017)",
+        (("eval.rerank", True),),
         eval_only=True,
     ),
 )

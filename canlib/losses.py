@@ -295,8 +295,12 @@ class CANLoss(nn.Module):
         feats = outputs["features"].index_select(1, self.selected)
         triplet = (
             batch_hard_triplet_loss(
-                feats, pids, margin=self.margin, squared=self.squared,
-                soft_margin=self.soft_margin, reduction=self.reduction,
+                feats,
+                pids,
+                margin=self.margin,
+                squared=self.squared,
+                soft_margin=self.soft_margin,
+                reduction=self.reduction,
             )
             if self.use_triplet
             else zero

@@ -113,8 +113,12 @@ class NotebookRun:
         from canlib.experiments import PAPER_TABLE_OF
         from canlib.results import seeds_table
 
-        return seeds_table(self.seeds.get(table, {}), PAPER_TABLE_OF.get(table),
-                           metrics=metrics, rows=list(TABLES[table]))
+        return seeds_table(
+            self.seeds.get(table, {}),
+            PAPER_TABLE_OF.get(table),
+            metrics=metrics,
+            rows=list(TABLES[table]),
+        )
 
     def claims(self, tables: Iterable[str] | None = None):
         """The paper's claims (:data:`canlib.experiments.CLAIMS`) judged over seeds.
@@ -167,8 +171,10 @@ class NotebookRun:
             default = run_seeds(base.validate(), self.runs_dir, force=self.force, progress=False)
             if choice.eval_only:
                 alternative = [
-                    {**self.rescore(m["checkpoint"], dict(choice.alternative_overrides)),
-                     "seed": m["seed"]}
+                    {
+                        **self.rescore(m["checkpoint"], dict(choice.alternative_overrides)),
+                        "seed": m["seed"],
+                    }
                     for m in default
                 ]
             else:
@@ -177,20 +183,22 @@ class NotebookRun:
             a, b = (stats.seed_values(runs, "mAP") for runs in (alternative, default))
             common = sorted(set(a) & set(b))
             effect = stats.paired_effect([a[i] for i in common], [b[i] for i in common])
-            lines.append({
-                "claim": f"{choice.alternative} instead of {choice.default}",
-                "table": choice.where,
-                "paper_effect": float("nan"),
-                "direction": "",
-                "effect_mean": effect.mean,
-                "ci_low": effect.ci_low,
-                "ci_high": effect.ci_high,
-                "n_seeds": effect.n,
-                "verdict": stats.choice_verdict(effect.ci_low, effect.ci_high),
-                "choice": choice.choice,
-                "default": choice.default,
-                "alternative": choice.alternative,
-            })
+            lines.append(
+                {
+                    "claim": f"{choice.alternative} instead of {choice.default}",
+                    "table": choice.where,
+                    "paper_effect": float("nan"),
+                    "direction": "",
+                    "effect_mean": effect.mean,
+                    "ci_low": effect.ci_low,
+                    "ci_high": effect.ci_high,
+                    "n_seeds": effect.n,
+                    "verdict": stats.choice_verdict(effect.ci_low, effect.ci_high),
+                    "choice": choice.choice,
+                    "default": choice.default,
+                    "alternative": choice.alternative,
+                }
+            )
         return pd.DataFrame(lines)
 
     def rescore(self, checkpoint: str | Path, eval_overrides: dict[str, Any]) -> dict[str, Any]:
@@ -280,9 +288,12 @@ def start(
     items.append(f"train.seed={seed}")
     if epochs is not None:
         items.append(f"train.epochs={epochs}")
-        items.append("train.milestones=" + ",".join(
-            str(round(m * epochs / profile_epochs(profile))) for m in _milestones(profile)
-        ))
+        items.append(
+            "train.milestones="
+            + ",".join(
+                str(round(m * epochs / profile_epochs(profile))) for m in _milestones(profile)
+            )
+        )
     _validated(profile, items)
     root = Path(os.environ.get("CANLIB_OUTPUT_ROOT", REPO_ROOT))
     results = Path(results_dir) if results_dir else root / "results" / profile
@@ -316,9 +327,12 @@ def _validated(name: str, items: list[str]) -> ExperimentConfig:
         raise ConfigError(f"bad notebook parameter: {exc}") from None
 
 
-def check_metrics(measured: Mapping[str, Mapping[str, Any]], table: str,
-                  rows: Iterable[str] | None = None,
-                  columns: Iterable[str] = ("mAP", "rank1")) -> None:
+def check_metrics(
+    measured: Mapping[str, Mapping[str, Any]],
+    table: str,
+    rows: Iterable[str] | None = None,
+    columns: Iterable[str] = ("mAP", "rank1"),
+) -> None:
     """Post-condition: every row of ``table`` was measured, each metric a finite percentage.
 
     Args:
@@ -338,7 +352,11 @@ def check_metrics(measured: Mapping[str, Mapping[str, Any]], table: str,
             raise AssertionError(f"row {row!r} was not measured")
         for col in columns:
             value = measured[row].get(col)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 100:
+            if (
+                not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or not 0 <= value <= 100
+            ):
                 raise AssertionError(f"row {row!r}: {col} = {value!r} is not a percentage")
 
 
@@ -347,11 +365,16 @@ def mean_over_seeds(per_seed: list[Mapping[str, Any]]) -> dict[str, Any]:
     seed's run folder and checkpoint (what a figure of "the" model uses)."""
     means = {
         name: sum(float(m[name]) for m in per_seed) / len(per_seed)
-        for name in TRAINED_METRICS if all(name in m for m in per_seed)
+        for name in TRAINED_METRICS
+        if all(name in m for m in per_seed)
     }
     first = per_seed[0]
-    return {**means, "seeds": len(per_seed), "run_dir": first.get("run_dir"),
-            "checkpoint": first.get("checkpoint")}
+    return {
+        **means,
+        "seeds": len(per_seed),
+        "run_dir": first.get("run_dir"),
+        "checkpoint": first.get("checkpoint"),
+    }
 
 
 def check_choices(choices) -> None:
@@ -360,7 +383,9 @@ def check_choices(choices) -> None:
 
     expected = [c.choice for c in OPEN_CHOICES]
     if list(choices["choice"]) != expected:
-        raise AssertionError(f"open choices measured {list(choices['choice'])}, expected {expected}")
+        raise AssertionError(
+            f"open choices measured {list(choices['choice'])}, expected {expected}"
+        )
     verdicts = set(choices["verdict"]) - {"matters", "no measurable effect"}
     if verdicts:
         raise AssertionError(f"unexpected verdicts {sorted(verdicts)}")
@@ -400,8 +425,13 @@ def figure_inputs(data, cfg: ExperimentConfig, count: int = 4):
     queries = torch.stack([transform(decode_image(q[0])) for q, _ in pairs])
     matches = torch.stack([transform(decode_image(g[0])) for _, g in pairs])
     raw = [
-        (resize(decode_image(q[0]).float() / 255, cfg.data.height, cfg.data.width)
-         .clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        (
+            resize(decode_image(q[0]).float() / 255, cfg.data.height, cfg.data.width)
+            .clamp(0, 1)
+            .permute(1, 2, 0)
+            .numpy()
+            * 255
+        ).astype(np.uint8)
         for q, _ in pairs
     ]
     return queries, matches, raw
@@ -496,8 +526,10 @@ def compare_with_reference(
     for row, metrics in measured.items():
         cfg = run.config(table, row)
         ref = rows.get(row)
-        if ref is None or ref["config_hash"] != cfg.config_hash() or (
-            run.checkpoint is not None and (table, row) in CAN_ROWS
+        if (
+            ref is None
+            or ref["config_hash"] != cfg.config_hash()
+            or (run.checkpoint is not None and (table, row) in CAN_ROWS)
         ):
             continue
         if data is None:
@@ -525,8 +557,13 @@ def compare_with_reference(
     )
 
 
-def _outside(row: str, quantity: str, found: Mapping[str, float], ref: Mapping[str, float],
-             tolerance: float | Mapping[str, float]) -> list[str]:
+def _outside(
+    row: str,
+    quantity: str,
+    found: Mapping[str, float],
+    ref: Mapping[str, float],
+    tolerance: float | Mapping[str, float],
+) -> list[str]:
     """Lines naming each value of ``found`` outside ``ref`` +- tolerance."""
     lines = []
     for name, expected in ref.items():
@@ -554,8 +591,11 @@ def reference_values(
     """
     out_root = Path(out_root)
     run = start(
-        profile_name, overrides=overrides, results_dir=str(out_root / "results"),
-        figures_dir=str(out_root / "figures"), runs_dir=str(out_root / "runs"),
+        profile_name,
+        overrides=overrides,
+        results_dir=str(out_root / "results"),
+        figures_dir=str(out_root / "figures"),
+        runs_dir=str(out_root / "runs"),
     )
     from canlib.engine import build_data
 
@@ -642,8 +682,7 @@ def family_confusions(raw: Mapping[str, Any], group_of: Mapping[int, int]) -> di
     q_pids, g_pids = raw["q_pids"], raw["g_pids"]
     confused = in_family = 0
     for i, (q_pid, q_cam) in enumerate(zip(q_pids, raw["q_camids"], strict=True)):
-        ranked = ranked_gallery(distmat[i], q_pid, q_cam, g_pids, raw["g_camids"],
-                                topk=len(g_pids))
+        ranked = ranked_gallery(distmat[i], q_pid, q_cam, g_pids, raw["g_camids"], topk=len(g_pids))
         wrong = next((int(g_pids[j]) for j, hit in ranked if not hit), None)
         family = group_of.get(int(q_pid))
         in_family += family is not None
@@ -652,8 +691,9 @@ def family_confusions(raw: Mapping[str, Any], group_of: Mapping[int, int]) -> di
         "queries": len(q_pids),
         "queries in families": in_family,
         "top wrong match in the family (% of all queries)": 100.0 * confused / len(q_pids),
-        "top wrong match in the family (% of family queries)":
-            100.0 * confused / in_family if in_family else float("nan"),
+        "top wrong match in the family (% of family queries)": 100.0 * confused / in_family
+        if in_family
+        else float("nan"),
     }
 
 

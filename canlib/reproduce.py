@@ -120,8 +120,13 @@ def reproduce(
         with _PeakMemory() as memory:
             try:
                 papermill.execute_notebook(
-                    str(nb), str(out), parameters=parameters, kernel_name="python3",
-                    cwd=str(nb.parent), progress_bar=False, execution_timeout=TIMEOUTS[profile_name],
+                    str(nb),
+                    str(out),
+                    parameters=parameters,
+                    kernel_name="python3",
+                    cwd=str(nb.parent),
+                    progress_bar=False,
+                    execution_timeout=TIMEOUTS[profile_name],
                 )
                 entry["status"] = "ok"
             except papermill.PapermillExecutionError as exc:
@@ -151,7 +156,9 @@ def _select(found: list[Path], only: list[str] | None, folder: Path) -> list[Pat
     by_number = {p.name[:2]: p for p in found}
     unknown = [n for n in only if n.zfill(2) not in by_number]
     if unknown:
-        raise ConfigError(f"--only {','.join(unknown)}: no such notebook; have {', '.join(by_number)}")
+        raise ConfigError(
+            f"--only {','.join(unknown)}: no such notebook; have {', '.join(by_number)}"
+        )
     return [by_number[n.zfill(2)] for n in only]
 
 
@@ -214,4 +221,3 @@ class _PeakMemory:
                     continue
             self.peak_mib = max(self.peak_mib, total / 2**20)
             self._stop.wait(self.interval)
-

@@ -135,8 +135,12 @@ def score_checkpoint(path: str | Path, cfg: ExperimentConfig) -> dict[str, Any]:
     model, trained = load_trained_model(path, device=device)
     d = cfg.data
     eval_cfg = trained.with_overrides(
-        {"data.dataset": d.dataset, "data.data_root": d.data_root,
-         "data.synthetic_size": d.synthetic_size, "data.cuhk03_subset": d.cuhk03_subset}
+        {
+            "data.dataset": d.dataset,
+            "data.data_root": d.data_root,
+            "data.synthetic_size": d.synthetic_size,
+            "data.cuhk03_subset": d.cuhk03_subset,
+        }
     )
     eval_cfg = replace(eval_cfg, eval=cfg.eval)
     metrics = evaluate_model(model, build_data(eval_cfg), eval_cfg, device=device)
@@ -223,8 +227,18 @@ def save_open_choices(table: pd.DataFrame, results_dir: str | Path, note: str = 
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / "open_choices.csv", out_dir / "open_choices.md"
     table[[*stats.CLAIM_COLUMNS, "choice"]].to_csv(csv_path, index=False, float_format="%.3f")
-    shown = table[["choice", "default", "alternative", "effect_mean", "ci_low", "ci_high",
-                   "n_seeds", "verdict"]].copy()
+    shown = table[
+        [
+            "choice",
+            "default",
+            "alternative",
+            "effect_mean",
+            "ci_low",
+            "ci_high",
+            "n_seeds",
+            "verdict",
+        ]
+    ].copy()
     for col in ("effect_mean", "ci_low", "ci_high"):
         shown[col] = [None if pd.isna(v) else f"{v:+.1f}" for v in shown[col]]
     body = to_markdown(shown.set_index("choice"))
@@ -248,7 +262,9 @@ def to_markdown(table: pd.DataFrame) -> str:
     header = [index_name, *map(str, table.columns)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for idx, row in table.iterrows():
-        cells = ["" if pd.isna(v) else (f"{v:.1f}" if isinstance(v, float) else str(v)) for v in row]
+        cells = [
+            "" if pd.isna(v) else (f"{v:.1f}" if isinstance(v, float) else str(v)) for v in row
+        ]
         lines.append("| " + " | ".join([str(idx), *cells]) + " |")
     return "\n".join(lines)
 
@@ -264,7 +280,11 @@ def _init_words(pretrained: bool | str) -> str:
 def run_description(cfg: ExperimentConfig) -> str:
     """One honest sentence saying what a measured number was measured on."""
     d, m, t = cfg.data, cfg.model, cfg.train
-    dataset = f"the built-in synthetic dataset ({d.synthetic_size})" if d.dataset == "synthetic" else d.dataset
+    dataset = (
+        f"the built-in synthetic dataset ({d.synthetic_size})"
+        if d.dataset == "synthetic"
+        else d.dataset
+    )
     return (
         f"Measured on {dataset}, {t.epochs} epochs of '{d.epoch}' "
         f"({t.steps_per_epoch or 'all'} steps each), backbone {m.backbone} "
@@ -304,7 +324,10 @@ def git_state() -> dict[str, Any]:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, check=True,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return {"git_commit": None, "git_dirty": None}

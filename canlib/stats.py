@@ -38,8 +38,15 @@ DIRECTIONS = ("+", "-")
 UNITS = {"mAP": "mAP", "rank1": "rank-1", "body_share": "points of body share"}
 
 CLAIM_COLUMNS = (
-    "claim", "table", "paper_effect", "direction", "effect_mean", "ci_low", "ci_high",
-    "n_seeds", "verdict",
+    "claim",
+    "table",
+    "paper_effect",
+    "direction",
+    "effect_mean",
+    "ci_low",
+    "ci_high",
+    "n_seeds",
+    "verdict",
 )
 
 # Signs of the rows of a claim: a - b, or the interaction (a - b) - (c - d).
@@ -283,17 +290,19 @@ def claims_table(
         else:
             judged = verdict(claim.direction, effect.ci_low, effect.ci_high, effect.n)
         paper = claim.paper_effect
-        lines.append({
-            "claim": claim.claim,
-            "table": claim.table,
-            "paper_effect": math.nan if paper is None else float(paper),
-            "direction": claim.direction,
-            "effect_mean": effect.mean,
-            "ci_low": effect.ci_low,
-            "ci_high": effect.ci_high,
-            "n_seeds": effect.n,
-            "verdict": judged,
-        })
+        lines.append(
+            {
+                "claim": claim.claim,
+                "table": claim.table,
+                "paper_effect": math.nan if paper is None else float(paper),
+                "direction": claim.direction,
+                "effect_mean": effect.mean,
+                "ci_low": effect.ci_low,
+                "ci_high": effect.ci_high,
+                "n_seeds": effect.n,
+                "verdict": judged,
+            }
+        )
     return pd.DataFrame(lines, columns=list(CLAIM_COLUMNS))
 
 
@@ -315,8 +324,7 @@ def claim_sentence(row: Mapping[str, Any], unit: str = "mAP", metric: str | None
         reference = f"paper: {paper:+.1f}"
     n = int(row["n_seeds"])
     if row["verdict"] == NOT_MEASURED:
-        return (f"{row['claim']}: not measured ({metric or unit} is not in the runs) "
-                f"({reference}).")
+        return f"{row['claim']}: not measured ({metric or unit} is not in the runs) ({reference})."
     if n < 2:
         spread = f"{n} seed, no interval"
     else:
@@ -340,10 +348,15 @@ def choice_sentence(row: Mapping[str, Any]) -> str:
     instead of torch's bins: +0.4 mAP (95% CI -0.8 to +1.6, 3 seeds): no measurable
     effect."``"""
     n = int(row["n_seeds"])
-    spread = (f"{n} seed, no interval" if n < 2
-              else f"95% CI {row['ci_low']:+.1f} to {row['ci_high']:+.1f}, {n} seeds")
-    return (f"{row['choice']}: {row['claim']}: {row['effect_mean']:+.1f} mAP ({spread}): "
-            f"{row['verdict']}.")
+    spread = (
+        f"{n} seed, no interval"
+        if n < 2
+        else f"95% CI {row['ci_low']:+.1f} to {row['ci_high']:+.1f}, {n} seeds"
+    )
+    return (
+        f"{row['choice']}: {row['claim']}: {row['effect_mean']:+.1f} mAP ({spread}): "
+        f"{row['verdict']}."
+    )
 
 
 def format_half_width(interval: Interval | Mapping[str, Any]) -> str | None:
@@ -352,7 +365,8 @@ def format_half_width(interval: Interval | Mapping[str, Any]) -> str | None:
     Returns ``"n/a (1 seed)"`` for one seed and None for no measurement.
     """
     low, high, n = (
-        (interval.ci_low, interval.ci_high, interval.n) if isinstance(interval, Interval)
+        (interval.ci_low, interval.ci_high, interval.n)
+        if isinstance(interval, Interval)
         else (interval["ci_low"], interval["ci_high"], interval["n"])
     )
     if n == 0:

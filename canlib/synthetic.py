@@ -1180,7 +1180,9 @@ def _render(
 
 
 def _max_pool2(x: np.ndarray) -> np.ndarray:
-    return np.maximum(np.maximum(x[0::2, 0::2], x[1::2, 0::2]), np.maximum(x[0::2, 1::2], x[1::2, 1::2]))
+    return np.maximum(
+        np.maximum(x[0::2, 0::2], x[1::2, 0::2]), np.maximum(x[0::2, 1::2], x[1::2, 1::2])
+    )
 
 
 def render_person(
@@ -1285,9 +1287,7 @@ def _plan(config: SyntheticConfig) -> tuple[dict[str, Any], list[_Item]]:
         if kind is None:
             singletons.append({"pid": pids[0], "split": split})
         else:
-            families.append(
-                {"family": len(families), "split": split, "detail": kind, "pids": pids}
-            )
+            families.append({"family": len(families), "split": split, "detail": kind, "pids": pids})
     # Cameras are not equally busy (Market-1501's are not either), but none is rare.
     popularity = 0.5 / config.num_cameras + 0.5 * rng.dirichlet(np.full(config.num_cameras, 2.0))
     frames = _Frames(rng)
@@ -1303,9 +1303,7 @@ def _plan(config: SyntheticConfig) -> tuple[dict[str, Any], list[_Item]]:
         "config": config.to_dict(),
         "counts": {f: sum(it.folder == f for it in items) for f in FOLDERS},
         "cameras": [c.to_dict() for c in cameras],
-        "family_share": round(
-            sum(len(f["pids"]) for f in families) / max(1, len(identities)), 4
-        ),
+        "family_share": round(sum(len(f["pids"]) for f in families) / max(1, len(identities)), 4),
         "families": families,
         "singletons": singletons,
         "identities": {str(pid): identities[pid].to_dict() for pid in sorted(identities)},
@@ -1464,9 +1462,7 @@ def _readme_text(info: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n" + _dump_info(info) + "\n```\n"
 
 
-def render_masks(
-    root: str | Path, names: list[str] | None = None
-) -> dict[str, np.ndarray]:
+def render_masks(root: str | Path, names: list[str] | None = None) -> dict[str, np.ndarray]:
     """Person and detail-region masks of a written dataset's images, rendered again.
 
     The renderer knows where the person is: every image is drawn again from the plan its
@@ -1526,7 +1522,9 @@ def detail_oracle(root: str | Path) -> dict[str, Any]:
         for path in sorted((root / folder).glob("*.jpg")):
             pid = int(path.name.split("_")[0])
             if pid in family_of:
-                records.append((folder, pid, int(path.name.split("_")[1][1]), f"{folder}/{path.name}"))
+                records.append(
+                    (folder, pid, int(path.name.split("_")[1][1]), f"{folder}/{path.name}")
+                )
     masks = render_masks(root, [r[3] for r in records])
     feats: dict[str, np.ndarray | None] = {}
     for folder, pid, cam, name in records:
@@ -1747,8 +1745,10 @@ def _render_to(
         # fork: the workers inherit the module; each chunk carries its own items.
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            jobs = [pool.submit(_render_chunk, folder, [items[i] for i in chunk], chunk, info,
-                                config) for chunk in chunks]
+            jobs = [
+                pool.submit(_render_chunk, folder, [items[i] for i in chunk], chunk, info, config)
+                for chunk in chunks
+            ]
             for job in as_completed(jobs):
                 bar.update(job.result())
     bar.close()

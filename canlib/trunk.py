@@ -61,16 +61,32 @@ def trunk_config(cfg: ExperimentConfig) -> ExperimentConfig:
             dataset="synthetic",
             synthetic_size=d.synthetic_size if synthetic else "default",
             synthetic_seed=d.synthetic_seed + 1 if synthetic else 1,
-            height=d.height, width=d.width, p=d.p, k=d.k, pad=d.pad,
-            num_workers=d.num_workers, pipeline=d.pipeline,
+            height=d.height,
+            width=d.width,
+            p=d.p,
+            k=d.k,
+            pad=d.pad,
+            num_workers=d.num_workers,
+            pipeline=d.pipeline,
         ),
-        model=ModelConfig(name="global", backbone=cfg.model.backbone, pretrained=False,
-                          embed_dim=cfg.model.embed_dim),
+        model=ModelConfig(
+            name="global",
+            backbone=cfg.model.backbone,
+            pretrained=False,
+            embed_dim=cfg.model.embed_dim,
+        ),
         loss=LossConfig(),
         eval=EvalConfig(batch_size=cfg.eval.batch_size, max_rank=cfg.eval.max_rank),
         train=TrainConfig(
-            epochs=TRUNK_EPOCHS, lr=1e-3, milestones=TRUNK_MILESTONES, weight_decay=5e-4,
-            eval_every=TRUNK_EPOCHS, checkpoint_every=4, seed=0, device=t.device, amp=t.amp,
+            epochs=TRUNK_EPOCHS,
+            lr=1e-3,
+            milestones=TRUNK_MILESTONES,
+            weight_decay=5e-4,
+            eval_every=TRUNK_EPOCHS,
+            checkpoint_every=4,
+            seed=0,
+            device=t.device,
+            amp=t.amp,
             threads=t.threads,
         ),
     ).validate()
@@ -95,14 +111,19 @@ def ensure_trunk(cfg: ExperimentConfig, *, progress: bool = True) -> Path:
     if path.exists():
         return path
     recipe = trunk_config(cfg)
-    log.info("pretraining the synthetic trunk once (%s epochs; cached in %s)",
-             recipe.train.epochs, folder)
+    log.info(
+        "pretraining the synthetic trunk once (%s epochs; cached in %s)",
+        recipe.train.epochs,
+        folder,
+    )
     run_dir = folder / "run"
     result = train(recipe, run_dir, resume=run_dir.exists(), progress=progress)
     model, _ = load_trained_model(ckpt.list_checkpoints(run_dir)[-1])
     partial = path.with_suffix(".pth.partial")
     torch.save(trunk_state_dict(model), partial)
-    (folder / "recipe.json").write_text(json.dumps(_recipe_record(recipe, result.metrics), indent=2))
+    (folder / "recipe.json").write_text(
+        json.dumps(_recipe_record(recipe, result.metrics), indent=2)
+    )
     partial.replace(path)  # last: a trunk.pth always has its recipe.json
     return path
 
@@ -128,4 +149,3 @@ def describe(cfg: ExperimentConfig) -> dict[str, Any] | None:
         return None
     record = trunk_dir(cfg) / "recipe.json"
     return json.loads(record.read_text()) if record.exists() else None
-

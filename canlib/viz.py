@@ -121,8 +121,9 @@ def _load_rgb(path: str | Path) -> np.ndarray:
     return decode_image(path).permute(1, 2, 0).numpy()
 
 
-def model_inputs(paths: Sequence[str | Path],
-                 transform: Callable[[Tensor], Tensor]) -> tuple[Tensor, list[np.ndarray]]:
+def model_inputs(
+    paths: Sequence[str | Path], transform: Callable[[Tensor], Tensor]
+) -> tuple[Tensor, list[np.ndarray]]:
     """Images as a model sees them and as a figure shows them (for notebook 06).
 
     Args:
@@ -168,7 +169,7 @@ def _fill_row(axes: Sequence[Axes], records: Sequence[Record], label: str) -> No
     """Show ``records`` along a row of axes, blank cells after them; ``label`` on the left."""
     for ax, record in zip(axes, records):
         _show(ax, _load_rgb(record[0]), f"pid {record[1]} cam {record[2]}")
-    for ax in axes[len(records):]:
+    for ax in axes[len(records) :]:
         _show(ax, None)
     axes[0].set_ylabel(label if records else f"{label}\n(none)", fontsize=8)
 
@@ -202,8 +203,9 @@ def images_per_id_plot(data: Any) -> Figure:
             ax.text(0.5, 0.5, "no identities", ha="center", va="center", transform=ax.transAxes)
         else:
             sns.histplot(x=counts.to_numpy(), discrete=True, ax=ax)
-        ax.set(title=f"{split}: {len(counts)} ids", xlabel="images per identity",
-               ylabel="identities")
+        ax.set(
+            title=f"{split}: {len(counts)} ids", xlabel="images per identity", ylabel="identities"
+        )
     return fig
 
 
@@ -236,12 +238,17 @@ def image_size_table(records: Sequence[Record], limit: int = 500) -> pd.DataFram
         sizes.append((height, width))
     table = pd.DataFrame(sizes, columns=["height", "width"])
     table = table.value_counts().rename("images").reset_index()
-    return table.sort_values(["images", "height", "width"], ascending=[False, True, True],
-                             ignore_index=True)
+    return table.sort_values(
+        ["images", "height", "width"], ascending=[False, True, True], ignore_index=True
+    )
 
 
-def camera_grid(records: Sequence[Record], cameras: Sequence[int] | None = None,
-                per_camera: int = 6, seed: int = 0) -> Figure:
+def camera_grid(
+    records: Sequence[Record],
+    cameras: Sequence[int] | None = None,
+    per_camera: int = 6,
+    seed: int = 0,
+) -> Figure:
     """Sample images per camera, one row per camera (notebook 01).
 
     Args:
@@ -269,9 +276,14 @@ def camera_grid(records: Sequence[Record], cameras: Sequence[int] | None = None,
     return fig
 
 
-def junk_distractor_grid(gallery: Sequence[Record], n: int = 8, seed: int = 0, *,
-                         junk_pids: Sequence[int] = (JUNK_PID,),
-                         distractor_pids: Sequence[int] = (DISTRACTOR_PID,)) -> Figure:
+def junk_distractor_grid(
+    gallery: Sequence[Record],
+    n: int = 8,
+    seed: int = 0,
+    *,
+    junk_pids: Sequence[int] = (JUNK_PID,),
+    distractor_pids: Sequence[int] = (DISTRACTOR_PID,),
+) -> Figure:
     """Junk images (top row) and distractors (bottom row) of a gallery (notebook 01).
 
     Args:
@@ -293,9 +305,9 @@ def junk_distractor_grid(gallery: Sequence[Record], n: int = 8, seed: int = 0, *
     return fig
 
 
-
-def family_grid(root_or_info: str | Path | Mapping[str, Any], families: int = 4,
-                seed: int = 0) -> Figure:
+def family_grid(
+    root_or_info: str | Path | Mapping[str, Any], families: int = 4, seed: int = 0
+) -> Figure:
     """Look-alike families of the synthetic dataset side by side, like the paper's Figure 1.
 
     Each member is rendered by :func:`canlib.synthetic.render_person` in the same front view,
@@ -314,14 +326,20 @@ def family_grid(root_or_info: str | Path | Mapping[str, Any], families: int = 4,
     # Imported here: the synthetic generator is only needed for this figure.
     from canlib import synthetic
 
-    info = (dict(root_or_info) if isinstance(root_or_info, Mapping)
-            else synthetic.read_synthetic_info(root_or_info))
+    info = (
+        dict(root_or_info)
+        if isinstance(root_or_info, Mapping)
+        else synthetic.read_synthetic_info(root_or_info)
+    )
     if families < 1 or not info.get("families"):
-        raise ConfigError(f"families must be >= 1 and the dataset must have families, got "
-                          f"families={families!r} and {len(info.get('families', []))} families")
+        raise ConfigError(
+            f"families must be >= 1 and the dataset must have families, got "
+            f"families={families!r} and {len(info.get('families', []))} families"
+        )
     rng = np.random.default_rng(seed)
-    picks = sorted(rng.choice(len(info["families"]), size=min(families, len(info["families"])),
-                              replace=False))
+    picks = sorted(
+        rng.choice(len(info["families"]), size=min(families, len(info["families"])), replace=False)
+    )
     size = (info["config"]["height"], info["config"]["width"])
     fig, axes = _grid(len(picks), max(len(info["families"][f]["pids"]) for f in picks))
     for row, f in zip(axes, picks):
@@ -330,7 +348,7 @@ def family_grid(root_or_info: str | Path | Mapping[str, Any], families: int = 4,
         for ax, (pid, attrs) in zip(row, members):
             image = synthetic.render_person(attrs, None, seed, size=size, view="front")
             _show(ax, image, f"pid {pid}\n{detail}: {_detail_label(getattr(attrs, detail))}")
-        for ax in row[len(members):]:
+        for ax in row[len(members) :]:
             _show(ax, None)
         row[0].set_ylabel(f"family {info['families'][f]['family']}", fontsize=8)
     return fig
@@ -367,14 +385,17 @@ def training_curves(rows: Sequence[Mapping[str, Any]]) -> Figure:
     train = pd.DataFrame([r for r in rows if r.get("kind") == "train"])
     evals = pd.DataFrame([r for r in rows if r.get("kind") == "eval"])
     if train.empty and evals.empty:
-        raise ConfigError("no train or eval rows to plot; expected metrics.jsonl rows with "
-                          "kind 'train' or 'eval' (is the run folder right?)")
+        raise ConfigError(
+            "no train or eval rows to plot; expected metrics.jsonl rows with "
+            "kind 'train' or 'eval' (is the run folder right?)"
+        )
     fig = _new_figure((10, 3.5))
     ax_loss, ax_eval = fig.subplots(1, 2)
     parts = sorted(c for c in train.columns if c.startswith("loss_"))
     _epoch_lines(ax_loss, train, parts, "part", "loss")
-    _epoch_lines(ax_eval, evals, [c for c in ("mAP", "rank1") if c in evals.columns], "metric",
-                 "percent")
+    _epoch_lines(
+        ax_eval, evals, [c for c in ("mAP", "rank1") if c in evals.columns], "metric", "percent"
+    )
     ax_loss.set_title("training loss (mean per epoch)")
     ax_eval.set_title("test metrics")
     return fig
@@ -410,8 +431,10 @@ def cmc_curve(cmcs: Mapping[str, np.ndarray]) -> Figure:
     for name, cmc in cmcs.items():
         cmc = np.asarray(cmc, dtype=float)
         if cmc.ndim != 1 or not len(cmc) or np.any((cmc < 0) | (cmc > 1)) or np.isnan(cmc).any():
-            raise ConfigError(f"CMC {name!r} must be a non-empty 1-D array of fractions in "
-                              f"[0, 1], got shape {cmc.shape}")
+            raise ConfigError(
+                f"CMC {name!r} must be a non-empty 1-D array of fractions in "
+                f"[0, 1], got shape {cmc.shape}"
+            )
         ax.plot(np.arange(1, len(cmc) + 1), 100 * cmc, marker=".", label=name)
     ax.set(xlabel="rank", ylabel="matching rate (%)", title="CMC")
     ax.legend()
@@ -421,8 +444,11 @@ def cmc_curve(cmcs: Mapping[str, np.ndarray]) -> Figure:
 # --------------------------------------------------------------------------- result tables
 
 
-def seed_bars(per_row_seeds: Mapping[str, Sequence[Mapping[str, Any]]], metric: str = "mAP",
-              rows: Sequence[str] | None = None) -> Figure:
+def seed_bars(
+    per_row_seeds: Mapping[str, Sequence[Mapping[str, Any]]],
+    metric: str = "mAP",
+    rows: Sequence[str] | None = None,
+) -> Figure:
     """Our rows over seeds: the mean as a bar, its 95% interval as a whisker, each seed a dot.
 
     The paper's numbers are not drawn: on another dataset they are no yardstick for ours
@@ -449,12 +475,19 @@ def seed_bars(per_row_seeds: Mapping[str, Sequence[Mapping[str, Any]]], metric: 
     ax = fig.subplots()
     y = np.arange(len(names))
     means = [summary[n]["mean"] for n in names]
-    half = [(summary[n]["ci_high"] - summary[n]["ci_low"]) / 2 if summary[n]["n"] > 1 else 0.0
-            for n in names]
+    half = [
+        (summary[n]["ci_high"] - summary[n]["ci_low"]) / 2 if summary[n]["n"] > 1 else 0.0
+        for n in names
+    ]
     ax.barh(y, means, color=OURS_COLOR, alpha=0.8, xerr=half, capsize=3)
     for i, name in enumerate(names):
-        ax.plot([m[metric] for m in per_row_seeds[name]], [i] * len(per_row_seeds[name]),
-                "o", color="black", markersize=3)
+        ax.plot(
+            [m[metric] for m in per_row_seeds[name]],
+            [i] * len(per_row_seeds[name]),
+            "o",
+            color="black",
+            markersize=3,
+        )
     ax.bar_label(ax.containers[-1], fmt="%.1f", fontsize=7, padding=8)
     ax.set(yticks=y, yticklabels=names, xlabel=f"{metric} (%), mean and 95% CI over seeds")
     ax.invert_yaxis()
@@ -482,17 +515,30 @@ def claims_forest(claims: pd.DataFrame, label: str = "claim") -> Figure:
     for i, (_, row) in enumerate(claims.iterrows()):
         if not np.isnan(row["effect_mean"]):
             low, high = row["ci_low"], row["ci_high"]
-            err = None if np.isnan(low) else [[row["effect_mean"] - low], [high - row["effect_mean"]]]
-            ax.errorbar(row["effect_mean"], i, xerr=err, fmt="o", capsize=3,
-                        color=colours.get(row["verdict"], "0.4"))
+            err = (
+                None if np.isnan(low) else [[row["effect_mean"] - low], [high - row["effect_mean"]]]
+            )
+            ax.errorbar(
+                row["effect_mean"],
+                i,
+                xerr=err,
+                fmt="o",
+                capsize=3,
+                color=colours.get(row["verdict"], "0.4"),
+            )
         if not np.isnan(row["paper_effect"]):
             ax.plot(row["paper_effect"], i, "x", color=PAPER_COLOR, markersize=8)
     ax.axvline(0, color="black", linewidth=0.8)
-    labels = [textwrap.fill(f"{c} [{v}]", 48)
-              for c, v in zip(claims[label], claims["verdict"], strict=True)]
-    ax.set(yticks=range(len(claims)), yticklabels=labels,
-           xlabel="effect: mAP points (body share: % points)\ndot: ours, 95% CI over seeds; "
-                  "cross: the paper")
+    labels = [
+        textwrap.fill(f"{c} [{v}]", 48)
+        for c, v in zip(claims[label], claims["verdict"], strict=True)
+    ]
+    ax.set(
+        yticks=range(len(claims)),
+        yticklabels=labels,
+        xlabel="effect: mAP points (body share: % points)\ndot: ours, 95% CI over seeds; "
+        "cross: the paper",
+    )
     ax.invert_yaxis()
     return fig
 
@@ -504,8 +550,9 @@ def _unit_range(x: Tensor) -> Tensor:
     """Min-max scale the last two dims of ``x`` to [0, 1]; a constant map becomes zeros."""
     lo = x.amin(dim=(-2, -1), keepdim=True)
     span = x.amax(dim=(-2, -1), keepdim=True) - lo
-    return torch.where(span > 0, (x - lo) / span.clamp_min(torch.finfo(x.dtype).tiny),
-                       torch.zeros_like(x))
+    return torch.where(
+        span > 0, (x - lo) / span.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(x)
+    )
 
 
 def activation_map(feature_map: Tensor) -> np.ndarray:
@@ -619,8 +666,10 @@ def branch_maps(model: nn.Module, images: Tensor) -> dict[str, np.ndarray]:
 
 def _check_raw(images: Tensor, raw_images: Sequence[np.ndarray]) -> None:
     if images.ndim != 4 or len(raw_images) != images.shape[0]:
-        raise ConfigError(f"expected (N, 3, H, W) images and N raw images, got shape "
-                          f"{tuple(images.shape)} and {len(raw_images)} raw images")
+        raise ConfigError(
+            f"expected (N, 3, H, W) images and N raw images, got shape "
+            f"{tuple(images.shape)} and {len(raw_images)} raw images"
+        )
 
 
 def _overlay_figure(columns: Mapping[str, np.ndarray], raw_images: Sequence[np.ndarray]) -> Figure:
@@ -633,8 +682,9 @@ def _overlay_figure(columns: Mapping[str, np.ndarray], raw_images: Sequence[np.n
     return fig
 
 
-def feature_map_figure(models: Mapping[str, nn.Module], images: Tensor,
-                       raw_images: Sequence[np.ndarray]) -> Figure:
+def feature_map_figure(
+    models: Mapping[str, nn.Module], images: Tensor, raw_images: Sequence[np.ndarray]
+) -> Figure:
     """The paper's Figure 4: layer-4 activation maps of several models over the same images.
 
     Each model's map is its branches' :func:`branch_maps` averaged by :func:`combine_maps`.
@@ -673,8 +723,9 @@ class SimilarityTarget:
 
     def __init__(self, reference_embedding: Tensor) -> None:
         if reference_embedding.ndim != 1:
-            raise ConfigError(f"reference_embedding must be (D,), got shape "
-                              f"{tuple(reference_embedding.shape)}")
+            raise ConfigError(
+                f"reference_embedding must be (D,), got shape {tuple(reference_embedding.shape)}"
+            )
         self.reference = reference_embedding.detach()
 
     def __call__(self, model_output: Tensor) -> Tensor:
@@ -707,8 +758,12 @@ def target_layers(model: nn.Module, branches: Sequence[str] | None = None) -> li
     return layers
 
 
-def gradcam_maps(model: nn.Module, images: Tensor, references: Tensor,
-                 target_layer: nn.Module | Sequence[nn.Module]) -> np.ndarray:
+def gradcam_maps(
+    model: nn.Module,
+    images: Tensor,
+    references: Tensor,
+    target_layer: nn.Module | Sequence[nn.Module],
+) -> np.ndarray:
     """Grad-CAM of each image's similarity to its reference embedding.
 
     Uses ``pytorch_grad_cam.GradCAM`` (grad-cam 1.5) with a :class:`SimilarityTarget` per
@@ -730,20 +785,25 @@ def gradcam_maps(model: nn.Module, images: Tensor, references: Tensor,
     try:
         from pytorch_grad_cam import GradCAM
     except ImportError as exc:  # optional: part of the "notebooks" extra
-        raise ImportError("Grad-CAM needs the grad-cam package: pip install 'canlib[notebooks]'"
-                          ) from exc
+        raise ImportError(
+            "Grad-CAM needs the grad-cam package: pip install 'canlib[notebooks]'"
+        ) from exc
     if getattr(model, "flip_test", False):
         raise ConfigError("gradcam_maps needs a model with flip_test=False")
     if references.ndim != 2 or references.shape[0] != images.shape[0]:
-        raise ConfigError(f"references must be (N, D) with N = {images.shape[0]} images, got "
-                          f"shape {tuple(references.shape)}")
+        raise ConfigError(
+            f"references must be (N, D) with N = {images.shape[0]} images, got "
+            f"shape {tuple(references.shape)}"
+        )
     layers = [target_layer] if isinstance(target_layer, nn.Module) else list(target_layer)
     was_training = model.training
     cam = GradCAM(model=model, target_layers=layers)
     try:
         with torch.enable_grad():
-            maps = cam(input_tensor=images.to(_device(model)),
-                       targets=[SimilarityTarget(r) for r in references])
+            maps = cam(
+                input_tensor=images.to(_device(model)),
+                targets=[SimilarityTarget(r) for r in references],
+            )
     finally:
         cam.activations_and_grads.release()
         model.zero_grad(set_to_none=True)  # the backward pass left gradients on the weights
@@ -762,9 +822,13 @@ def _embed(model: nn.Module, images: Tensor) -> Tensor:
         model.train(was_training)
 
 
-def gradcam_figure(models: Mapping[str, nn.Module], images: Tensor, reference_images: Tensor,
-                   raw_images: Sequence[np.ndarray],
-                   branches: Sequence[str] | None = None) -> Figure:
+def gradcam_figure(
+    models: Mapping[str, nn.Module],
+    images: Tensor,
+    reference_images: Tensor,
+    raw_images: Sequence[np.ndarray],
+    branches: Sequence[str] | None = None,
+) -> Figure:
     """Grad-CAM overlays of several models: what makes each image match its reference.
 
     For every model, image ``i``'s target is the cosine similarity of its embedding to the
@@ -784,11 +848,14 @@ def gradcam_figure(models: Mapping[str, nn.Module], images: Tensor, reference_im
     """
     _check_raw(images, raw_images)
     if reference_images.shape != images.shape:
-        raise ConfigError(f"reference_images must match images' shape {tuple(images.shape)}, "
-                          f"got {tuple(reference_images.shape)}")
+        raise ConfigError(
+            f"reference_images must match images' shape {tuple(images.shape)}, "
+            f"got {tuple(reference_images.shape)}"
+        )
     heat = {
-        name: gradcam_maps(model, images, _embed(model, reference_images),
-                           target_layers(model, branches))
+        name: gradcam_maps(
+            model, images, _embed(model, reference_images), target_layers(model, branches)
+        )
         for name, model in models.items()
     }
     return _overlay_figure(heat, raw_images)
@@ -797,9 +864,13 @@ def gradcam_figure(models: Mapping[str, nn.Module], images: Tensor, reference_im
 # --------------------------------------------------------------------------- ranked lists
 
 
-def ranked_list_grid(distmat: np.ndarray, query_records: Sequence[Record],
-                     gallery_records: Sequence[Record], q_index: Sequence[int],
-                     topk: int = 10) -> Figure:
+def ranked_list_grid(
+    distmat: np.ndarray,
+    query_records: Sequence[Record],
+    gallery_records: Sequence[Record],
+    q_index: Sequence[int],
+    topk: int = 10,
+) -> Figure:
     """Per row a query and its top-k gallery images: green frame for a hit, red for a miss.
 
     Args:
@@ -813,12 +884,16 @@ def ranked_list_grid(distmat: np.ndarray, query_records: Sequence[Record],
     """
     distmat = np.asarray(distmat)
     if distmat.shape != (len(query_records), len(gallery_records)):
-        raise ConfigError(f"distmat must be (Q, G) = ({len(query_records)}, "
-                          f"{len(gallery_records)}), got shape {distmat.shape}")
+        raise ConfigError(
+            f"distmat must be (Q, G) = ({len(query_records)}, "
+            f"{len(gallery_records)}), got shape {distmat.shape}"
+        )
     bad = [i for i in q_index if not 0 <= i < len(query_records)]
     if bad or not len(q_index) or topk < 1:
-        raise ConfigError(f"q_index must be non-empty indices in [0, {len(query_records)}) and "
-                          f"topk >= 1, got bad indices {bad} and topk={topk}")
+        raise ConfigError(
+            f"q_index must be non-empty indices in [0, {len(query_records)}) and "
+            f"topk >= 1, got bad indices {bad} and topk={topk}"
+        )
     g_pids = np.array([r[1] for r in gallery_records])
     g_cams = np.array([r[2] for r in gallery_records])
     fig, axes = _grid(len(q_index), 1 + topk)
@@ -827,8 +902,12 @@ def ranked_list_grid(distmat: np.ndarray, query_records: Sequence[Record],
         _show(row[0], _load_rgb(path), f"query\npid {q_pid} cam {q_cam}")
         ranked = ranked_gallery(distmat[qi], q_pid, q_cam, g_pids, g_cams, topk)
         for rank, (ax, (gi, hit)) in enumerate(zip(row[1:], ranked), start=1):
-            _show(ax, _load_rgb(gallery_records[gi][0]), f"{rank}: pid {g_pids[gi]}",
-                  HIT_COLOR if hit else MISS_COLOR)
-        for ax in row[1 + len(ranked):]:
+            _show(
+                ax,
+                _load_rgb(gallery_records[gi][0]),
+                f"{rank}: pid {g_pids[gi]}",
+                HIT_COLOR if hit else MISS_COLOR,
+            )
+        for ax in row[1 + len(ranked) :]:
             _show(ax, None)
     return fig

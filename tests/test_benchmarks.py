@@ -31,12 +31,25 @@ train_speed = _load("train_speed")
 pipeline_accuracy = _load("pipeline_accuracy")
 
 
-def test_train_speed_quick_prints_a_row_per_variant_and_the_test_set(
-    tmp_path, monkeypatch, capsys
-):
+def test_train_speed_quick_prints_a_row_per_variant_and_the_test_set(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CANLIB_CACHE", str(tmp_path / "cache"))  # synthetic data, image cache
-    argv = ["--quick", "--size", "smoke", "--device", "cpu", "--variants", "abc",
-            "--batches", "8", "--steps", "1", "--warmup", "1", "--workers", "0"]
+    argv = [
+        "--quick",
+        "--size",
+        "smoke",
+        "--device",
+        "cpu",
+        "--variants",
+        "abc",
+        "--batches",
+        "8",
+        "--steps",
+        "1",
+        "--warmup",
+        "1",
+        "--workers",
+        "0",
+    ]
     assert train_speed.main(argv) == 0
     out = capsys.readouterr().out
     rows = [line.split("|")[1:-1] for line in out.splitlines() if re.match(r"\| [abcd] \|", line)]
@@ -60,9 +73,24 @@ def test_train_speed_reports_a_failing_variant_and_goes_on(tmp_path, monkeypatch
         return real(cfg, *args)
 
     monkeypatch.setattr(train_speed, "time_variant", fail_on_compile)
-    argv = ["--quick", "--size", "smoke", "--device", "cpu", "--variants", "da",
-            "--batches", "8", "--steps", "1", "--warmup", "0", "--workers", "0",
-            "--skip-test-set"]
+    argv = [
+        "--quick",
+        "--size",
+        "smoke",
+        "--device",
+        "cpu",
+        "--variants",
+        "da",
+        "--batches",
+        "8",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--workers",
+        "0",
+        "--skip-test-set",
+    ]
     assert train_speed.main(argv) == 0
     out = capsys.readouterr().out
     assert "| d | 8 | failed: RuntimeError: no C compiler found |" in out
@@ -91,8 +119,11 @@ def test_pipeline_accuracy_smoke_compares_both_configs_over_seeds(tmp_path, monk
     argv = ["--profile", "smoke", "--seeds", "0,1", "--device", "cpu", "--runs", str(tmp_path)]
     assert pipeline_accuracy.main(argv) == 0
     out = capsys.readouterr().out
-    rows = {line.split("|")[1].strip(): line for line in out.splitlines()
-            if line.startswith(("| baseline", "| fast"))}
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in out.splitlines()
+        if line.startswith(("| baseline", "| fast"))
+    }
     assert set(rows) == {"baseline", "fast"}
     assert re.search(r"fast - baseline: [+-]\d+\.\d mAP, standard error \d+\.\d", out)
     # Four runs, each cached by its config hash: a second call trains nothing.

@@ -37,16 +37,19 @@ def market_root(tmp_path_factory) -> Path:
     return write_tiny_market(tmp_path_factory.mktemp("tiny-market-cli"))
 
 
-
-
 def canlib_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "canlib", *args]
 
 
 def run_canlib(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        canlib_command(*args), cwd=REPO, env=ENV, capture_output=True, text=True,
-        timeout=timeout, check=False,
+        canlib_command(*args),
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -69,7 +72,10 @@ def test_sigkilled_run_resumed_from_the_command_line_equals_uninterrupted(market
     with open(tmp_path / "stdout", "w") as out, open(tmp_path / "stderr", "w") as err:
         proc = subprocess.Popen(
             canlib_command("train", *data_args(market_root), *options, "--out", str(run_dir)),
-            cwd=REPO, env=ENV, stdout=out, stderr=err,
+            cwd=REPO,
+            env=ENV,
+            stdout=out,
+            stderr=err,
         )
         deadline = time.monotonic() + 120
         while not (run_dir / "checkpoint-e00001.pt").exists():
@@ -140,16 +146,30 @@ def reference_two_share_training(cfg, epochs: int) -> tuple[dict, dict]:
     torch.manual_seed(cfg.train.seed)  # the engine seeds, then builds the model, then the loss
     m = cfg.model
     model = build_model(
-        m.name, num_classes, backbone=m.backbone, pretrained=False, embed_dim=m.embed_dim,
-        input_size=(cfg.data.height, cfg.data.width), scale=m.scale, pooling=m.pooling,
-        parts=m.parts, collaborative=m.collaborative,
+        m.name,
+        num_classes,
+        backbone=m.backbone,
+        pretrained=False,
+        embed_dim=m.embed_dim,
+        input_size=(cfg.data.height, cfg.data.width),
+        scale=m.scale,
+        pooling=m.pooling,
+        parts=m.parts,
+        collaborative=m.collaborative,
     )
     criterion = CANLoss(
-        num_classes=num_classes, num_features=model.num_features, feat_dim=model.embed_dim,
-        is_global=model.is_global, mode=cfg.loss.mode, margin=cfg.loss.margin,
-        center_weight=cfg.loss.center_weight, label_smoothing=cfg.loss.label_smoothing,
+        num_classes=num_classes,
+        num_features=model.num_features,
+        feat_dim=model.embed_dim,
+        is_global=model.is_global,
+        mode=cfg.loss.mode,
+        margin=cfg.loss.margin,
+        center_weight=cfg.loss.center_weight,
+        label_smoothing=cfg.loss.label_smoothing,
     )
-    adam = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    adam = torch.optim.Adam(
+        model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+    )
     centers = list(criterion.parameters())
     sgd = torch.optim.SGD(centers, lr=cfg.loss.center_lr)
     shares = [
@@ -185,9 +205,20 @@ def test_torchrun_two_gloo_ranks_equal_the_two_share_reference(market_root, tmp_
     sets = ["data.p=4", "train.epochs=2", "data.flip_p=0", "data.pad=0", "data.erasing_p=0"]
     run_dir = tmp_path / "ddp"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-        f"--master-port={free_port()}", "-m", "canlib", "train", *data_args(market_root),
-        "--device", "cpu", *[a for s in sets for a in ("--set", s)], "--out", str(run_dir),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master-port={free_port()}",
+        "-m",
+        "canlib",
+        "train",
+        *data_args(market_root),
+        "--device",
+        "cpu",
+        *[a for s in sets for a in ("--set", s)],
+        "--out",
+        str(run_dir),
     ]
     done = subprocess.run(
         command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300, check=False
@@ -197,12 +228,18 @@ def test_torchrun_two_gloo_ranks_equal_the_two_share_reference(market_root, tmp_
     # Rank 0 alone logs, checkpoints and prints: one JSON document, one row per epoch.
     assert done.stdout.count('"run_dir"') == 1
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "checkpoint-e00001.pt", "checkpoint-e00002.pt", "config.json", "metrics.jsonl",
+        "checkpoint-e00001.pt",
+        "checkpoint-e00002.pt",
+        "config.json",
+        "metrics.jsonl",
         "summary.json",
     ]
     rows = engine.read_log(run_dir)
     assert [(r["kind"], r["epoch"]) for r in rows] == [
-        ("train", 1), ("eval", 1), ("train", 2), ("eval", 2)
+        ("train", 1),
+        ("eval", 1),
+        ("train", 2),
+        ("eval", 2),
     ]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["world_size"] == 2
@@ -245,9 +282,14 @@ def test_bad_command_lines_exit_2_with_one_error_line(market_root, trained_run, 
         ("train", "--profile", "nope"): ["unknown profile 'nope'", "smoke"],
         ("train", "--profile", "smoke", "--set", "train.nope=1"): ["unknown field 'nope'"],
         ("train", "--profile", "smoke", "--set", "train.epochs=many"): [
-            "train.epochs", "integer", "'many'"
+            "train.epochs",
+            "integer",
+            "'many'",
         ],
-        ("train", "--profile", "smoke", "--set", "train.epochs"): ["train.epochs", "section.field=value"],
+        ("train", "--profile", "smoke", "--set", "train.epochs"): [
+            "train.epochs",
+            "section.field=value",
+        ],
         ("train", "--resume", str(not_a_run)): [str(not_a_run), "config.json"],
         ("train", "--resume", str(trained_run), "--set", "train.lr=0.5"): ["different config"],
         ("train", *data_args(tmp_path / "missing")): [str(tmp_path / "missing")],
@@ -255,8 +297,12 @@ def test_bad_command_lines_exit_2_with_one_error_line(market_root, trained_run, 
     }
     procs = {
         args: subprocess.Popen(
-            canlib_command(*args), cwd=REPO, env=ENV, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
+            canlib_command(*args),
+            cwd=REPO,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for args in cases
     }
@@ -276,8 +322,13 @@ def test_bad_command_lines_exit_2_with_one_error_line(market_root, trained_run, 
 def test_evaluate_prints_the_runs_final_metrics_as_json(trained_run, tmp_path):
     out = tmp_path / "metrics.json"
     done = run_canlib(
-        "evaluate", "--checkpoint", str(trained_run / "checkpoint-e00002.pt"), "--device", "cpu",
-        "--json", str(out),
+        "evaluate",
+        "--checkpoint",
+        str(trained_run / "checkpoint-e00002.pt"),
+        "--device",
+        "cpu",
+        "--json",
+        str(out),
     )
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
@@ -294,13 +345,22 @@ def test_check_data_refuses_a_truncated_image_by_name_or_lists_it(tmp_path):
     write_tiny_market(root)
     victim = min((root / "bounding_box_train").glob("*.jpg"))
     victim.write_bytes(victim.read_bytes()[:200])  # cut the JPEG short
-    args = [sys.executable, "-m", "canlib", "check-data", "--dataset", "market1501",
-            "--data-root", str(root)]
+    args = [
+        sys.executable,
+        "-m",
+        "canlib",
+        "check-data",
+        "--dataset",
+        "market1501",
+        "--data-root",
+        str(root),
+    ]
     refused = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert victim.name in refused.stderr.strip().splitlines()[-1]
-    listed = subprocess.run(args + ["--remove-bad"], capture_output=True, text=True, timeout=120,
-                            check=False)
+    listed = subprocess.run(
+        args + ["--remove-bad"], capture_output=True, text=True, timeout=120, check=False
+    )
     assert listed.returncode == 0, listed.stderr[-1000:]
     assert "train: 39 readable, 1 unreadable" in listed.stdout and victim.name in listed.stdout
 
@@ -314,8 +374,13 @@ def test_train_refuses_a_truncated_training_jpeg_by_name_before_any_step(tmp_pat
     env = {**ENV, "CANLIB_CACHE": str(tmp_path / "cache")}
     run_dir = tmp_path / "run"
     refused = subprocess.run(
-        canlib_command("train", *data_args(root), "--out", str(run_dir)), cwd=REPO, env=env,
-        capture_output=True, text=True, timeout=120, check=False,
+        canlib_command("train", *data_args(root), "--out", str(run_dir)),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     last = refused.stderr.strip().splitlines()[-1]
@@ -324,9 +389,14 @@ def test_train_refuses_a_truncated_training_jpeg_by_name_before_any_step(tmp_pat
     assert not (run_dir / "metrics.jsonl").exists() and not list(run_dir.glob("checkpoint-*"))
 
 
-@pytest.mark.parametrize(("device", "backend"), [
-    ("auto", "nccl"), ("cuda", "nccl"), ("cpu", "gloo"),
-])
+@pytest.mark.parametrize(
+    ("device", "backend"),
+    [
+        ("auto", "nccl"),
+        ("cuda", "nccl"),
+        ("cpu", "gloo"),
+    ],
+)
 def test_torchrun_backend_follows_the_runs_device_not_the_machine(device, backend, monkeypatch):
     """On a GPU machine (CUDA faked available) a CPU run joins with gloo, a CUDA run with NCCL."""
     from datetime import timedelta

@@ -29,7 +29,8 @@ def test_weight_decay_pooling_and_cuhk03_are_classified_as_the_paper_says():
     assert ExperimentConfig().model.pooling == "adaptive"
     # §4.7: all CUHK03 testing images, labeled and detected together.
     assert source_kind("data", "cuhk03_subset") == (
-        "paper", "§4.7, all testing images, labeled and detected together"
+        "paper",
+        "§4.7, all testing images, labeled and detected together",
     )
     assert ExperimentConfig().data.cuhk03_subset == "both"
 
@@ -60,7 +61,12 @@ def test_round_trip_through_dict():
 
 def test_overrides_are_parsed_by_field_type():
     cfg = ExperimentConfig().with_overrides(
-        ["train.epochs=12", "model.collaborative=false", "model.parts=(3,5)", "train.grad_clip=none"]
+        [
+            "train.epochs=12",
+            "model.collaborative=false",
+            "model.parts=(3,5)",
+            "train.grad_clip=none",
+        ]
     )
     assert cfg.train.epochs == 12 and cfg.model.collaborative is False
     assert cfg.model.parts == (3, 5) and cfg.train.grad_clip is None
@@ -137,7 +143,8 @@ def test_describe_sources_reads_profile_reasons_and_table_rows():
     # Every field a profile changes has a reason.
     for name in experiments.PROFILES:
         changed = [
-            r["field"] for r in describe_sources(experiments.PROFILES[name]())
+            r["field"]
+            for r in describe_sources(experiments.PROFILES[name]())
             if "(overridden)" in r["origin"]
         ]
         assert set(changed) <= set(experiments.PROFILE_REASONS[name]), name
@@ -167,25 +174,47 @@ def test_paper_profile_has_no_weight_decay_and_miniatures_keep_5e_4():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["model.name=mgn", "model.scale=30"],
-         ("model.scale=30.0 has no effect on model.name='mgn' (MGN uses linear classifiers); "
-          "remove it")),
-        (["model.name=mgn", "model.parts=2,3"], "model.parts=(2, 3) has no effect on model.name='mgn'"),
-        (["model.name=mgn", "model.collaborative=false"],
-         "model.collaborative=False has no effect on model.name='mgn'"),
-        (["model.name=mgn", "model.pooling=eq1"], "model.pooling='eq1' has no effect on model.name='mgn'"),
-        (["model.name=global", "model.parts=3,5"],
-         "model.parts=(3, 5) has no effect on model.name='global'"),
-        (["model.name=global", "model.collaborative=false"],
-         "model.collaborative=False has no effect on model.name='global'"),
-        (["model.name=global", "model.pooling=eq1"],
-         "model.pooling='eq1' has no effect on model.name='global'"),
+        (
+            ["model.name=mgn", "model.scale=30"],
+            (
+                "model.scale=30.0 has no effect on model.name='mgn' (MGN uses linear classifiers); "
+                "remove it"
+            ),
+        ),
+        (
+            ["model.name=mgn", "model.parts=2,3"],
+            "model.parts=(2, 3) has no effect on model.name='mgn'",
+        ),
+        (
+            ["model.name=mgn", "model.collaborative=false"],
+            "model.collaborative=False has no effect on model.name='mgn'",
+        ),
+        (
+            ["model.name=mgn", "model.pooling=eq1"],
+            "model.pooling='eq1' has no effect on model.name='mgn'",
+        ),
+        (
+            ["model.name=global", "model.parts=3,5"],
+            "model.parts=(3, 5) has no effect on model.name='global'",
+        ),
+        (
+            ["model.name=global", "model.collaborative=false"],
+            "model.collaborative=False has no effect on model.name='global'",
+        ),
+        (
+            ["model.name=global", "model.pooling=eq1"],
+            "model.pooling='eq1' has no effect on model.name='global'",
+        ),
         (["loss.mode=mgn"], "loss.mode='mgn' is MGN's own loss recipe, for model.name='mgn'"),
         (["loss.mode=ce", "loss.margin=0.5"], "loss.margin=0.5 has no effect on loss.mode='ce'"),
-        (["loss.mode=ce+triplet", "loss.center_weight=0.01"],
-         "loss.center_weight=0.01 has no effect on loss.mode='ce+triplet'"),
-        (["model.name=mgn", "loss.mode=mgn", "loss.center_lr=0.1"],
-         "loss.center_lr=0.1 has no effect on loss.mode='mgn'"),
+        (
+            ["loss.mode=ce+triplet", "loss.center_weight=0.01"],
+            "loss.center_weight=0.01 has no effect on loss.mode='ce+triplet'",
+        ),
+        (
+            ["model.name=mgn", "loss.mode=mgn", "loss.center_lr=0.1"],
+            "loss.center_lr=0.1 has no effect on loss.mode='mgn'",
+        ),
     ],
 )
 def test_fields_the_model_or_loss_ignores_are_refused(overrides, message):
@@ -206,7 +235,9 @@ def test_hash_ignores_options_of_datasets_the_run_does_not_use():
     real = experiments.profile("paper", ["data.data_root=/x", "data.dataset=cuhk03"])
     assert real.with_overrides(["data.cuhk03_subset=labeled"]).config_hash() != real.config_hash()
     market = experiments.profile("paper", ["data.data_root=/x"])
-    assert market.with_overrides(["data.synthetic_size=smoke"]).config_hash() == market.config_hash()
+    assert (
+        market.with_overrides(["data.synthetic_size=smoke"]).config_hash() == market.config_hash()
+    )
 
 
 def test_every_paper_table_row_has_an_experiment():
@@ -255,28 +286,45 @@ def test_config_choices_equal_the_builders_names():
 
 # Fields that say how a run is kept or how many runs a row gets, not what one run learns:
 # changing them must not rename any run folder (so a cached run is found again).
-BOOKKEEPING = ["train.seeds=7", "train.threads=1", "train.device=cpu", "train.eval_every=3",
-               "train.checkpoint_every=2", "data.num_workers=5"]
+BOOKKEEPING = [
+    "train.seeds=7",
+    "train.threads=1",
+    "train.device=cpu",
+    "train.eval_every=3",
+    "train.checkpoint_every=2",
+    "data.num_workers=5",
+]
 
 
-@pytest.mark.parametrize("table, row, profile_name", [
-    ("table2", "part-1,2,3", "smoke"), ("table3", "part-1,3,5,7 with CA", "synthetic"),
-    ("sota", "MGN", "synthetic"), ("table4", "global & local to L_c", "paper"),
-])
+@pytest.mark.parametrize(
+    "table, row, profile_name",
+    [
+        ("table2", "part-1,2,3", "smoke"),
+        ("table3", "part-1,3,5,7 with CA", "synthetic"),
+        ("sota", "MGN", "synthetic"),
+        ("table4", "global & local to L_c", "paper"),
+    ],
+)
 def test_bookkeeping_fields_leave_the_run_folder_unchanged(table, row, profile_name):
     root = ["data.data_root=/data"] if profile_name == "paper" else []
     base = experiments.experiment(table, row, profile_name, root)
     for item in BOOKKEEPING:
-        assert experiments.experiment(table, row, profile_name, [*root, item]).config_hash() \
-            == base.config_hash(), item
-    assert experiments.experiment(table, row, profile_name, [*root, "train.seed=5"]) \
-        .config_hash() != base.config_hash()
+        assert (
+            experiments.experiment(table, row, profile_name, [*root, item]).config_hash()
+            == base.config_hash()
+        ), item
+    assert (
+        experiments.experiment(table, row, profile_name, [*root, "train.seed=5"]).config_hash()
+        != base.config_hash()
+    )
 
 
 def test_seeds_is_a_profile_field_outside_the_hash():
     assert source_kind("train", "seeds")[0] == "paper"  # the paper reports single runs
-    counts = {name: experiments.profile(name, ["data.data_root=/x"]).train.seeds
-              for name in experiments.PROFILES}
+    counts = {
+        name: experiments.profile(name, ["data.data_root=/x"]).train.seeds
+        for name in experiments.PROFILES
+    }
     # smoke: 1 seed, so CI re-executes the notebooks three times within its time (make test)
     assert counts == {"smoke": 1, "synthetic": 3, "paper": 1}
     base = experiments.profile("synthetic")
@@ -288,7 +336,9 @@ def test_seeds_is_a_profile_field_outside_the_hash():
 
 
 def test_seeds_of_a_miniature_profile_read_as_a_deviation_with_a_reason():
-    rows = {r["field"]: r for r in experiments.sources(experiments.profile("synthetic"), "synthetic")}
+    rows = {
+        r["field"]: r for r in experiments.sources(experiments.profile("synthetic"), "synthetic")
+    }
     assert rows["train.seeds"]["origin"] == "deviation (overridden)"
     assert "95% interval" in rows["train.seeds"]["note"]
 
@@ -335,10 +385,14 @@ def test_every_claims_rows_exist_in_the_tables():
         for table, row in claim.rows:
             assert row in experiments.TABLES[table], (claim.claim, table, row)
     interaction = [c for c in experiments.CLAIMS if len(c.rows) == 4]
-    assert [c.rows for c in interaction] == [(
-        ("table3", "part-1,3,5,7 with CA"), ("table3", "part-1,3,5,7 w/o CA"),
-        ("table3", "part-1,2,3 with CA"), ("table2", "part-1,2,3"),
-    )]
+    assert [c.rows for c in interaction] == [
+        (
+            ("table3", "part-1,3,5,7 with CA"),
+            ("table3", "part-1,3,5,7 w/o CA"),
+            ("table3", "part-1,2,3 with CA"),
+            ("table2", "part-1,2,3"),
+        )
+    ]
     figure4 = [c for c in experiments.CLAIMS if c.table == "Figure 4"]
     assert len(figure4) == 2 and {c.metric for c in figure4} == {"body_share"}
     assert {c.metric for c in experiments.CLAIMS if c.table != "Figure 4"} == {"mAP"}
@@ -356,8 +410,14 @@ def test_a_claim_with_a_bad_row_or_direction_is_refused():
     with pytest.raises(ConfigError, match="direction"):
         experiments.Claim("x", "Table 2", ("table2", "part-1,2,3"), ("table2", "part-1,2,3"), ">")
     with pytest.raises(ConfigError, match="both c and d"):
-        experiments.Claim("x", "Table 2", ("table2", "part-1,2,3"), ("table2", "part-1,2,3"),
-                          "+", c=("table2", "part-1,2,3"))
+        experiments.Claim(
+            "x",
+            "Table 2",
+            ("table2", "part-1,2,3"),
+            ("table2", "part-1,2,3"),
+            "+",
+            c=("table2", "part-1,2,3"),
+        )
 
 
 def test_paper_value_reads_the_mapped_table():

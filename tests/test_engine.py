@@ -127,7 +127,14 @@ def test_stopped_then_resumed_run_equals_uninterrupted_run(market_root, tmp_path
     # The resumed log has each epoch once, as the uninterrupted one.
     epochs = [(r["kind"], r["epoch"]) for r in engine.read_log(tmp_path / "cut")]
     assert epochs == [(r["kind"], r["epoch"]) for r in engine.read_log(tmp_path / "whole")]
-    assert epochs == [("train", 1), ("eval", 1), ("train", 2), ("eval", 2), ("train", 3), ("eval", 3)]
+    assert epochs == [
+        ("train", 1),
+        ("eval", 1),
+        ("train", 2),
+        ("eval", 2),
+        ("train", 3),
+        ("eval", 3),
+    ]
 
 
 def test_resume_refuses_a_checkpoint_of_another_config(market_root, tmp_path):
@@ -264,10 +271,13 @@ def test_malicious_pickle_is_refused_and_its_payload_never_runs(tmp_path, writer
 
 def test_load_latest_skips_a_truncated_newest_checkpoint(tmp_path):
     for epoch in (1, 2, 3):
-        checkpoint.save_checkpoint({"epoch": epoch, "w": torch.full((64,), float(epoch))}, tmp_path, epoch)
+        checkpoint.save_checkpoint(
+            {"epoch": epoch, "w": torch.full((64,), float(epoch))}, tmp_path, epoch
+        )
     # keep=2: only the two newest survive.
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == [
-        "checkpoint-e00002.pt", "checkpoint-e00003.pt"
+        "checkpoint-e00002.pt",
+        "checkpoint-e00003.pt",
     ]
     newest = tmp_path / "checkpoint-e00003.pt"
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
@@ -383,23 +393,35 @@ def test_cpu_has_amx_reads_the_cpuinfo_flag(monkeypatch, tmp_path):
         info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
         monkeypatch.setattr(
-            builtins, "open",
-            lambda path, *a, i=info, **k: real_open(i if path == "/proc/cpuinfo" else path, *a, **k),
+            builtins,
+            "open",
+            lambda path, *a, i=info, **k: real_open(
+                i if path == "/proc/cpuinfo" else path, *a, **k
+            ),
         )
         assert engine.cpu_has_amx() is expected, flags
 
 
-@pytest.mark.parametrize(("device", "deterministic", "before", "expected"), [
-    ("cuda", False, False, True), ("cuda", True, True, False), ("cpu", False, False, False),
-    ("cpu", False, True, True),
-])
+@pytest.mark.parametrize(
+    ("device", "deterministic", "before", "expected"),
+    [
+        ("cuda", False, False, True),
+        ("cuda", True, True, False),
+        ("cpu", False, False, False),
+        ("cpu", False, True, True),
+    ],
+)
 def test_cudnn_autotuning_is_on_for_cuda_training_unless_deterministic(
     device, deterministic, before, expected, monkeypatch
 ):
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", before)
-    cfg = experiments.profile("paper", [
-        "data.data_root=/data/market", f"train.deterministic={str(deterministic).lower()}",
-    ])
+    cfg = experiments.profile(
+        "paper",
+        [
+            "data.data_root=/data/market",
+            f"train.deterministic={str(deterministic).lower()}",
+        ],
+    )
     engine.configure_backends(cfg, torch.device(device))
     assert torch.backends.cudnn.benchmark is expected
 
@@ -408,14 +430,21 @@ def test_channels_last_is_ignored_on_cpu_so_cpu_steps_are_unchanged(market_root)
     """On the CPU a channels_last config trains exactly as a contiguous one (same numbers)."""
     losses = {}
     for flag in ("true", "false"):
-        cfg = experiments.profile("smoke", [
-            "data.dataset=market1501", f"data.data_root={market_root}",
-            "train.device=cpu", f"train.channels_last={flag}",
-        ])
+        cfg = experiments.profile(
+            "smoke",
+            [
+                "data.dataset=market1501",
+                f"data.data_root={market_root}",
+                "train.device=cpu",
+                f"train.channels_last={flag}",
+            ],
+        )
         torch.manual_seed(0)
         parts = engine.build_training(cfg, NUM_TRAIN_IDS, torch.device("cpu"))
         assert next(parts.model.parameters()).is_contiguous()
-        images = torch.randn(8, 3, cfg.data.height, cfg.data.width, generator=torch.Generator().manual_seed(1))
+        images = torch.randn(
+            8, 3, cfg.data.height, cfg.data.width, generator=torch.Generator().manual_seed(1)
+        )
         losses[flag] = engine.train_step(parts, images, torch.arange(8) // 4)["total"].item()
     assert losses["true"] == losses["false"]
 

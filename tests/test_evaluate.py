@@ -260,8 +260,12 @@ def test_kept_rule_by_hand():
     g_cams = np.array([0, 1, 0, 0, 0, 1])
     assert JUNK_PID == -1
     assert kept(1, 0, g_pids, g_cams).tolist() == [False, True, True, True, False, False]
-    mask = kept(torch.tensor([[1], [2]]), torch.tensor([[0], [0]]), torch.from_numpy(g_pids),
-                torch.from_numpy(g_cams))
+    mask = kept(
+        torch.tensor([[1], [2]]),
+        torch.tensor([[0], [0]]),
+        torch.from_numpy(g_pids),
+        torch.from_numpy(g_cams),
+    )
     assert mask.tolist()[1] == [True, True, False, True, False, False]
 
 
@@ -305,8 +309,10 @@ def test_extreme_values_and_dtypes_agree_with_reference():
     big = np.where(np.isinf(dist), np.iinfo(np.int32).max, dist).astype(np.int32)
     half = torch.from_numpy(dist).to(torch.bfloat16)  # 0, 1, 2 and inf are exact
     for problem in (dist, big, half, torch.from_numpy(big).long()):
-        assert_same(evaluate_rank(problem, *ids, max_rank=8, chunk_elems=500),
-                    evaluate_rank_reference(dist, *ids, max_rank=8))
+        assert_same(
+            evaluate_rank(problem, *ids, max_rank=8, chunk_elems=500),
+            evaluate_rank_reference(dist, *ids, max_rank=8),
+        )
 
 
 def test_summarize_in_percent():
@@ -485,11 +491,20 @@ def test_top1_breakdown_by_hand():
             [0.5, 0.1, 0.3, 0.0, 0.9],  # q pid 1 cam 1: item 1 (pid 2, group 7) -> same group
             [0.5, 0.1, 0.3, 0.0, 0.9],  # q pid 2 cam 1: item 1 same pid same cam removed -> item 2
             [0.5, 0.4, 0.3, 0.0, 0.2],  # q pid 2 cam 1: item 4 (pid 3, group 8, cam 0) -> other cam
-            [0.2, 0.9, 0.9, 0.0, 0.2],  # q pid 5 cam 0: tie 0/4 -> item 0 (pid 1, cam 0) same camera
+            [
+                0.2,
+                0.9,
+                0.9,
+                0.0,
+                0.2,
+            ],  # q pid 5 cam 0: tie 0/4 -> item 0 (pid 1, cam 0) same camera
         ]
     )
     counts = top1_breakdown(distmat, [1, 1, 2, 2, 5], g_pids, [1, 1, 1, 1, 0], g_cams, groups)
     assert counts == {
-        "same id": 1, "same group": 1, "distractor": 1,
-        "other id, same camera": 1, "other id, other camera": 1,
+        "same id": 1,
+        "same group": 1,
+        "distractor": 1,
+        "other id, same camera": 1,
+        "other id, other camera": 1,
     }

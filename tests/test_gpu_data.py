@@ -503,8 +503,15 @@ def test_gpu_and_cpu_paths_train_on_the_same_pixels_for_crops_not_128x64(tmp_pat
         path = root / f"{i:04d}.jpg"
         Image.fromarray(array).save(path, quality=95)
         records.append((str(path), i // 2, i % 2))
-    overrides = ["data.flip_p=0", "data.pad=0", "data.erasing_p=0", "data.height=192",
-                 "data.width=64", "data.p=2", "data.k=2"]
+    overrides = [
+        "data.flip_p=0",
+        "data.pad=0",
+        "data.erasing_p=0",
+        "data.height=192",
+        "data.width=64",
+        "data.p=2",
+        "data.k=2",
+    ]
     batches = {}
     for pipeline in ("cpu", "gpu"):
         cfg = experiments.profile("smoke", [*overrides, f"data.pipeline={pipeline}"])

@@ -20,8 +20,19 @@ FORBIDDEN = {
     "trunk": {"notebook", "reproduce", "viz", "results", "experiments"},
     # Pure statistics on per-seed metrics: no models, no runs, no files.
     "stats": {
-        "model", "losses", "engine", "evaluate", "datasets", "notebook", "viz", "results",
-        "experiments", "config", "checkpoint", "loader", "gpu_data",
+        "model",
+        "losses",
+        "engine",
+        "evaluate",
+        "datasets",
+        "notebook",
+        "viz",
+        "results",
+        "experiments",
+        "config",
+        "checkpoint",
+        "loader",
+        "gpu_data",
     },
 }
 

@@ -65,8 +65,13 @@ def test_triplet_sum_is_equation_7_as_written():
     g = torch.Generator().manual_seed(3)
     pids = torch.tensor([0, 0, 1, 1, 1, 2, 2, 3])
     x = torch.randn(8, 2, 4, generator=g, dtype=torch.float64)
-    want = sum(_triplet_reference(x[:, f], pids.tolist(), 0.3, True, False, total=True)
-               for f in range(2)) / 2
+    want = (
+        sum(
+            _triplet_reference(x[:, f], pids.tolist(), 0.3, True, False, total=True)
+            for f in range(2)
+        )
+        / 2
+    )
     got = batch_hard_triplet_loss(x, pids, margin=0.3, squared=True, reduction="sum")
     assert got.item() == pytest.approx(want, rel=1e-9)
     with pytest.raises(ConfigError, match="reduction must be one of"):
@@ -254,9 +259,10 @@ def test_mgn_loss_is_softmax_on_all_8_and_triplet_on_the_3_globals():
     crit = CANLoss(5, 8, 6, model.is_global, mode="mgn", margin=1.2).double()
     got = crit(out, torch.tensor(pids))
     ce = sum(_ce_reference(out["logits"][:, f], pids) for f in range(8)) / 8
-    trip = sum(
-        _triplet_reference(out["features"][:, f], pids, 1.2, False, False) for f in (0, 1, 4)
-    ) / 3
+    trip = (
+        sum(_triplet_reference(out["features"][:, f], pids, 1.2, False, False) for f in (0, 1, 4))
+        / 3
+    )
     assert trip > 0  # the hinge is active: the check compares real values
     assert crit.center is None and list(crit.parameters()) == []
     assert got["ce"].item() == pytest.approx(ce, rel=1e-9)

@@ -384,9 +384,11 @@ def test_classifier_logits_stay_fp32_under_bf16_autocast(kind):
     xf, w = x.float(), head.weight.detach()
     for f in range(3):
         if kind == "cosine":
-            expected = 16.0 * (xf[:, f] / xf[:, f].norm(dim=1, keepdim=True)) @ (
-                w[f] / w[f].norm(dim=1, keepdim=True)
-            ).T
+            expected = (
+                16.0
+                * (xf[:, f] / xf[:, f].norm(dim=1, keepdim=True))
+                @ (w[f] / w[f].norm(dim=1, keepdim=True)).T
+            )
         else:
             expected = xf[:, f] @ w[f].T + head.bias.detach()[f]
         torch.testing.assert_close(logits[:, f], expected, rtol=1e-5, atol=1e-5)
@@ -394,11 +396,11 @@ def test_classifier_logits_stay_fp32_under_bf16_autocast(kind):
 
 def test_without_embedding_bn_every_loss_and_the_test_embedding_see_the_conv_output():
     with_bn = build_model("can", 4, parts=(3,), input_size=(96, 32), seed=0, **TINY)
-    without = build_model("can", 4, parts=(3,), input_size=(96, 32), seed=0, embed_bn=False,
-                          **TINY)
+    without = build_model("can", 4, parts=(3,), input_size=(96, 32), seed=0, embed_bn=False, **TINY)
     # The only parameters removed are the BN's weight and bias: F * D each (F = 1 + 1 + 2).
     removed = sum(p.numel() for p in with_bn.parameters()) - sum(
-        p.numel() for p in without.parameters())
+        p.numel() for p in without.parameters()
+    )
     assert removed == 2 * 4 * without.embed_dim
     x = torch.randn(4, 3, 96, 32)
     out = without.train()(x)

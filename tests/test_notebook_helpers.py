@@ -16,11 +16,13 @@ def test_family_confusions_by_hand():
     # q1 (pid 3): ranked 2, 3 (hit), ... -> first wrong is 2, another family: none.
     # q2 (pid 5): no family. Shares: 1 of 3 queries, 1 of 2 family queries.
     raw = {
-        "distmat": np.array([[0.1, 0.2, 0.3, 0.4, 0.5],
-                             [0.5, 0.1, 0.3, 0.2, 0.6],
-                             [0.1, 0.2, 0.3, 0.4, 0.05]]),
-        "q_pids": np.array([1, 3, 5]), "q_camids": np.array([0, 0, 0]),
-        "g_pids": np.array([1, 2, 4, 3, 5]), "g_camids": np.array([1, 1, 1, 1, 1]),
+        "distmat": np.array(
+            [[0.1, 0.2, 0.3, 0.4, 0.5], [0.5, 0.1, 0.3, 0.2, 0.6], [0.1, 0.2, 0.3, 0.4, 0.05]]
+        ),
+        "q_pids": np.array([1, 3, 5]),
+        "q_camids": np.array([0, 0, 0]),
+        "g_pids": np.array([1, 2, 4, 3, 5]),
+        "g_camids": np.array([1, 1, 1, 1, 1]),
     }
     got = notebook.family_confusions(raw, {1: 0, 2: 0, 3: 1, 4: 1})
     assert got["queries"] == 3 and got["queries in families"] == 2
@@ -57,5 +59,12 @@ def test_body_share_is_the_maps_mass_inside_the_person_mask(tmp_path, monkeypatc
     want = 100.0 * mask[: h // 2].sum() / (h // 2 * w)
     got = notebook.body_share(_MapModel(h, w), data, cfg, count=1)
     assert got == pytest.approx(want, rel=1e-5)
-    assert notebook.body_share(_MapModel(h, w), data, cfg.with_overrides(
-        {"data.dataset": "market1501", "data.data_root": "/x"}), count=1) is None
+    assert (
+        notebook.body_share(
+            _MapModel(h, w),
+            data,
+            cfg.with_overrides({"data.dataset": "market1501", "data.data_root": "/x"}),
+            count=1,
+        )
+        is None
+    )

@@ -53,7 +53,9 @@ def test_notebooks_stay_thin(path):
 def _images(book) -> int:
     return sum(
         "image/png" in output.get("data", {})
-        for cell in book.cells if cell.cell_type == "code" for output in cell.outputs
+        for cell in book.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
     )
 
 
@@ -64,8 +66,18 @@ def test_every_committed_notebook_shows_its_figures_inline(path):
 
 
 def _papermill(path: Path, out: Path, params: dict, env_root: Path) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "papermill", str(path), str(out), "-k", "python3",
-            "--cwd", str(path.parent), "--no-progress-bar"]
+    args = [
+        sys.executable,
+        "-m",
+        "papermill",
+        str(path),
+        str(out),
+        "-k",
+        "python3",
+        "--cwd",
+        str(path.parent),
+        "--no-progress-bar",
+    ]
     for key, value in params.items():
         args += ["-y", json.dumps({key: value})]
     env = {**os.environ, "CANLIB_OUTPUT_ROOT": str(env_root)}
@@ -118,7 +130,9 @@ def _free_port() -> int:
 def _request(url: str, token: str, method: str = "GET", body: dict | None = None):
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(
-        url, data=data, method=method,
+        url,
+        data=data,
+        method=method,
         headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -130,10 +144,22 @@ def test_jupyter_server_lists_the_notebooks_and_starts_a_kernel_that_imports_can
     port, token = _free_port(), secrets.token_hex(16)
     root = Path(__file__).resolve().parents[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
-         "--ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-         "--ServerApp.open_browser=False", "--allow-root"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            f"--port={port}",
+            "--ip=127.0.0.1",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--ServerApp.open_browser=False",
+            "--allow-root",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path), "HOME": str(tmp_path)},
     )
     base = f"http://127.0.0.1:{port}"

@@ -20,8 +20,10 @@ def test_each_choice_builds_two_valid_configs_that_differ_as_described(profile, 
     alternative = default.with_overrides(dict(choice.alternative_overrides)).validate()
     changed = {
         f"{section}.{key}"
-        for section, fields in alternative.to_dict().items() if isinstance(fields, dict)
-        for key, value in fields.items() if default.to_dict()[section][key] != value
+        for section, fields in alternative.to_dict().items()
+        if isinstance(fields, dict)
+        for key, value in fields.items()
+        if default.to_dict()[section][key] != value
     }
     assert changed == {key for key, _ in choice.alternative_overrides}
     # An evaluation-only choice changes no trained weight: only eval.* fields move.
@@ -31,9 +33,16 @@ def test_each_choice_builds_two_valid_configs_that_differ_as_described(profile, 
 def test_the_choices_cover_what_the_issue_lists():
     names = [c.choice for c in experiments.OPEN_CHOICES]
     assert names == [
-        "Stripe pooling, part-1,3,5,7", "Stripe pooling, part-1,3,5,7,9", "Epoch definition",
-        "Adam's weight decay", "BN after the shared 1x1 embedding", "Cosine-classifier scale",
-        "Triplet distance", "Test embedding", "Flip averaging at test", "Re-ranking",
+        "Stripe pooling, part-1,3,5,7",
+        "Stripe pooling, part-1,3,5,7,9",
+        "Epoch definition",
+        "Adam's weight decay",
+        "BN after the shared 1x1 embedding",
+        "Cosine-classifier scale",
+        "Triplet distance",
+        "Test embedding",
+        "Flip averaging at test",
+        "Re-ranking",
     ]
     weight_decay = next(c for c in experiments.OPEN_CHOICES if c.choice == "Adam's weight decay")
     # "Adam with default parameters" (paper §4.6) against BoT's 5e-4, both stated explicitly.
@@ -43,25 +52,40 @@ def test_the_choices_cover_what_the_issue_lists():
 
 def test_an_evaluation_only_choice_may_not_retrain():
     with pytest.raises(ConfigError, match="evaluation-only"):
-        experiments.OpenChoice("x", "y", ("table4", "CAN + CE"), "a", "b",
-                               (("model.scale", 30.0),), eval_only=True)
+        experiments.OpenChoice(
+            "x", "y", ("table4", "CAN + CE"), "a", "b", (("model.scale", 30.0),), eval_only=True
+        )
     with pytest.raises(ConfigError, match="no row"):
         experiments.OpenChoice("x", "y", ("table4", "nope"), "a", "b", (("eval.flip", True),))
 
 
-@pytest.mark.parametrize("low, high, verdict", [
-    (0.2, 1.0, "matters"), (-1.0, -0.1, "matters"), (-0.5, 0.5, "no measurable effect"),
-    (0.0, 1.0, "no measurable effect"), (math.nan, math.nan, "no measurable effect"),
-])
+@pytest.mark.parametrize(
+    "low, high, verdict",
+    [
+        (0.2, 1.0, "matters"),
+        (-1.0, -0.1, "matters"),
+        (-0.5, 0.5, "no measurable effect"),
+        (0.0, 1.0, "no measurable effect"),
+        (math.nan, math.nan, "no measurable effect"),
+    ],
+)
 def test_choice_verdict(low, high, verdict):
     assert stats.choice_verdict(low, high) == verdict
 
 
 def test_choice_sentence():
-    row = {"choice": "Scale", "claim": "30 instead of 16", "effect_mean": 1.25, "ci_low": 0.5,
-           "ci_high": 2.0, "n_seeds": 3, "verdict": "matters"}
+    row = {
+        "choice": "Scale",
+        "claim": "30 instead of 16",
+        "effect_mean": 1.25,
+        "ci_low": 0.5,
+        "ci_high": 2.0,
+        "n_seeds": 3,
+        "verdict": "matters",
+    }
     assert stats.choice_sentence(row) == (
-        "Scale: 30 instead of 16: +1.2 mAP (95% CI +0.5 to +2.0, 3 seeds): matters.")
+        "Scale: 30 instead of 16: +1.2 mAP (95% CI +0.5 to +2.0, 3 seeds): matters."
+    )
 
 
 def test_new_fields_are_marked_and_checked():

@@ -98,8 +98,9 @@ def test_collaborative_attention_as_a_mean_is_caught(smoke_run, reference, monke
 
 def test_a_flipped_triplet_sign_is_caught(smoke_run, reference, monkeypatch):
     original = canlib.losses.batch_hard_triplet_loss
-    monkeypatch.setattr(canlib.losses, "batch_hard_triplet_loss",
-                        lambda *args, **kwargs: -original(*args, **kwargs))
+    monkeypatch.setattr(
+        canlib.losses, "batch_hard_triplet_loss", lambda *args, **kwargs: -original(*args, **kwargs)
+    )
     with pytest.raises(AssertionError, match=r"loss triplet"):
         _check(smoke_run, reference)
 

@@ -828,8 +828,13 @@ def test_market_size_evaluation_stays_within_the_documented_memory_bound(case):
     # that would materialise another (Q, G) or (G, G) matrix. The benchmark measures each case
     # in a fresh process (peak RSS never goes down, so this test's own process would not do).
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "memory_bound.py"
-    out = subprocess.run([sys.executable, str(script), "--threads", "2", "--cases", case],
-                         capture_output=True, text=True, check=True, timeout=900).stdout
+    out = subprocess.run(
+        [sys.executable, str(script), "--threads", "2", "--cases", case],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
+    ).stdout
     header, _, row = [line.strip("| ").split(" | ") for line in out.strip().splitlines()[-3:]]
     peak = float(row[header.index("peak MiB")].replace(",", ""))
     bound = {"rank (model-like)": 2.5 * 1024, "re_rank": 4.5 * 1024}[case]
@@ -843,9 +848,22 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path):
     from test_engine import write_tiny_market
 
     root = write_tiny_market(tmp_path / "market")
-    base = [sys.executable, "-m", "canlib", "train", "--profile", "smoke",
-            "--dataset", "market1501", "--data-root", str(root),
-            "--set", "train.epochs=8", "--set", "train.deterministic=true"]
+    base = [
+        sys.executable,
+        "-m",
+        "canlib",
+        "train",
+        "--profile",
+        "smoke",
+        "--dataset",
+        "market1501",
+        "--data-root",
+        str(root),
+        "--set",
+        "train.epochs=8",
+        "--set",
+        "train.deterministic=true",
+    ]
     subprocess.run(base + ["--out", str(tmp_path / "whole")], check=True, capture_output=True)
     rng = np.random.default_rng(7)
     cut = tmp_path / "cut"

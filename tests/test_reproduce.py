@@ -45,7 +45,9 @@ def test_an_interrupted_reproduction_redoes_only_what_is_missing(table4_root):
     assert entry["status"] == "ok" and entry["wall_seconds"] > 0 and entry["peak_rss_mib"] > 0
     results = table4_root / "results" / "smoke"
     assert (results / "manifest.previous.json").is_file()
-    assert (results / "table4.csv").is_file() and (results / "notebooks" / "05_table4_losses.ipynb").is_file()
+    assert (results / "table4.csv").is_file() and (
+        results / "notebooks" / "05_table4_losses.ipynb"
+    ).is_file()
     manifest = json.loads((results / "manifest.json").read_text())
     assert manifest["environment"]["torch"] and "git_commit" in manifest["environment"]
     # Executed notebooks hold paths relative to the repository, none of this machine.
@@ -62,7 +64,11 @@ def test_a_failing_notebook_stops_the_run_and_is_recorded(tmp_path):
     params = nbformat.v4.new_code_cell('profile = "smoke"')
     params.metadata["tags"] = ["parameters"]
     book.cells = [params, nbformat.v4.new_code_cell("raise RuntimeError('boom in cell 2')")]
-    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    book.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nbformat.write(book, tmp_path / "notebooks" / "01_broken.ipynb")
     with pytest.raises(CanlibError, match="01_broken.ipynb.*boom in cell 2"):
         reproduce("smoke", root=tmp_path)
@@ -80,4 +86,3 @@ def test_bad_options_are_refused_before_any_notebook_runs(table4_root):
     with pytest.raises(ConfigError, match="09"):
         reproduce("smoke", only=["09"], root=table4_root)
     assert not (table4_root / "results").exists()
-

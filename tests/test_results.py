@@ -45,7 +45,13 @@ def test_seeds_table_shows_mean_interval_and_the_paper_only_as_reference():
     }
     table = results.seeds_table(per_row, "table2")
     assert list(table.columns) == [
-        "seeds", "mAP mean", "mAP ci", "mAP paper", "rank1 mean", "rank1 ci", "rank1 paper",
+        "seeds",
+        "mAP mean",
+        "mAP ci",
+        "mAP paper",
+        "rank1 mean",
+        "rank1 ci",
+        "rank1 paper",
     ]
     assert not any("Δ" in c or "delta" in c.lower() for c in table.columns)
     first = table.loc["part-1,2,3"]

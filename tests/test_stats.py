@@ -166,8 +166,15 @@ def test_claims_table_on_fabricated_seeds():
     claims = [c for c in CLAIMS if c.table in ("Table 2", "Table 3", "Table 4", "Figure 4")]
     table = stats.claims_table(fabricated(), claims)
     assert list(table.columns) == [
-        "claim", "table", "paper_effect", "direction", "effect_mean", "ci_low", "ci_high",
-        "n_seeds", "verdict",
+        "claim",
+        "table",
+        "paper_effect",
+        "direction",
+        "effect_mean",
+        "ci_low",
+        "ci_high",
+        "n_seeds",
+        "verdict",
     ]
     h3 = T_2 / math.sqrt(3)  # half-width of differences with sd 1 over 3 seeds
     expected = [
@@ -187,7 +194,9 @@ def test_claims_table_on_fabricated_seeds():
         assert row["n_seeds"] == n, row["claim"]
         np.testing.assert_allclose(
             [row["effect_mean"], row["ci_low"], row["ci_high"]],
-            [effect, effect - half, effect + half], atol=1e-6, err_msg=row["claim"],
+            [effect, effect - half, effect + half],
+            atol=1e-6,
+            err_msg=row["claim"],
         )
     assert list(table["paper_effect"].iloc[:6]) == pytest.approx([-2.7, 2.5, 1.7, 0.9, 0.4, 1.3])
     assert table["paper_effect"].iloc[6:].isna().all()
@@ -195,13 +204,27 @@ def test_claims_table_on_fabricated_seeds():
 
 
 def test_claim_sentences():
-    row = {"claim": "CA improves part-1,3,5,7", "paper_effect": 2.5, "direction": "+",
-           "effect_mean": 1.8, "ci_low": 0.4, "ci_high": 3.2, "n_seeds": 3, "verdict": "holds"}
+    row = {
+        "claim": "CA improves part-1,3,5,7",
+        "paper_effect": 2.5,
+        "direction": "+",
+        "effect_mean": 1.8,
+        "ci_low": 0.4,
+        "ci_high": 3.2,
+        "n_seeds": 3,
+        "verdict": "holds",
+    }
     assert stats.claim_sentence(row) == (
         "CA improves part-1,3,5,7: +1.8 mAP (95% CI +0.4 to +3.2, 3 seeds): holds (paper: +2.5)."
     )
-    one = {**row, "n_seeds": 1, "ci_low": math.nan, "ci_high": math.nan,
-           "verdict": "not established", "paper_effect": math.nan}
+    one = {
+        **row,
+        "n_seeds": 1,
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+        "verdict": "not established",
+        "paper_effect": math.nan,
+    }
     assert stats.claim_sentence(one) == (
         "CA improves part-1,3,5,7: +1.8 mAP (1 seed, no interval): not established "
         "(paper: direction '+' only, no number)."
@@ -217,17 +240,22 @@ def test_claim_sentences():
 
 
 def test_claims_are_measured_once_the_metric_is_present():
-    claim = Claim("body", "Figure 4", ("figure4", "CAN"), ("figure4", "MGN"), "+",
-                  metric="body_share")
-    runs = {("figure4", "CAN"): _runs([70, 72, 74], metric="body_share"),
-            ("figure4", "MGN"): _runs([60, 61, 62], metric="body_share")}
+    claim = Claim(
+        "body", "Figure 4", ("figure4", "CAN"), ("figure4", "MGN"), "+", metric="body_share"
+    )
+    runs = {
+        ("figure4", "CAN"): _runs([70, 72, 74], metric="body_share"),
+        ("figure4", "MGN"): _runs([60, 61, 62], metric="body_share"),
+    }
     row = stats.claims_table(runs, [claim]).iloc[0]
     assert (row["effect_mean"], row["n_seeds"], row["verdict"]) == (11.0, 3, "holds")
 
 
 def test_seed_keys_must_be_all_or_none_and_unique():
-    runs = {("table2", "part-1,2,3"): [{"mAP": 1.0}, {"mAP": 2.0}],
-            ("table2", "part-1,3,5,7,9"): [{"mAP": 2.0}, {"mAP": 4.0}]}
+    runs = {
+        ("table2", "part-1,2,3"): [{"mAP": 1.0}, {"mAP": 2.0}],
+        ("table2", "part-1,3,5,7,9"): [{"mAP": 2.0}, {"mAP": 4.0}],
+    }
     # No seed keys: paired by position.
     row = stats.claims_table(runs, CLAIMS[:1]).iloc[0]
     assert (row["effect_mean"], row["n_seeds"]) == (1.5, 2)

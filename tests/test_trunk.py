@@ -17,15 +17,21 @@ def _smoke_trunk_cfg(**overrides):
 
 
 def test_every_row_shares_one_trunk_trained_on_disjoint_identities():
-    rows = [experiment("table2", "part-1,2,3", "synthetic"), experiment("sota", "MGN", "synthetic"),
-            experiment("table4", "CAN + CE", "synthetic")]
+    rows = [
+        experiment("table2", "part-1,2,3", "synthetic"),
+        experiment("sota", "MGN", "synthetic"),
+        experiment("table4", "CAN + CE", "synthetic"),
+    ]
     recipes = {trunk.trunk_config(cfg).config_hash() for cfg in rows}
     assert len(recipes) == 1  # losses, parts and model name do not change the trunk
     recipe = trunk.trunk_config(rows[0])
     assert recipe.data.synthetic_seed == rows[0].data.synthetic_seed + 1  # disjoint identities
     assert recipe.model.name == "global" and recipe.model.pretrained is False
     assert (recipe.model.backbone, recipe.data.height, recipe.data.width) == (
-        "resnet18-quarter", 144, 48)
+        "resnet18-quarter",
+        144,
+        48,
+    )
     other_size = profile("synthetic", {"data.height": 192, "data.width": 64})
     assert trunk.trunk_config(other_size).config_hash() not in recipes
 

@@ -193,7 +193,9 @@ def test_seed_bars_draw_mean_interval_and_each_seed() -> None:
     whisker = bars.errorbar.lines[2][0].get_segments()
     assert whisker[0][:, 0].tolist() == pytest.approx([15 - 63.531, 15 + 63.531], abs=1e-3)
     assert whisker[1][:, 0].tolist() == [40.0, 40.0]
-    dots = sorted(x for line in ax.get_lines() if line.get_marker() == "o" for x in line.get_xdata())
+    dots = sorted(
+        x for line in ax.get_lines() if line.get_marker() == "o" for x in line.get_xdata()
+    )
     assert dots == [10.0, 20.0, 40.0]
     with pytest.raises(ConfigError, match="without 'rank1'"):
         viz.seed_bars(per_row, "rank1")
@@ -202,25 +204,61 @@ def test_seed_bars_draw_mean_interval_and_each_seed() -> None:
 
 
 def test_claims_forest_colours_by_verdict_and_marks_the_paper() -> None:
-    claims = pd.DataFrame([
-        {"claim": "x", "table": "T", "paper_effect": 2.5, "direction": "+", "effect_mean": 1.0,
-         "ci_low": 0.5, "ci_high": 1.5, "n_seeds": 3, "verdict": "holds"},
-        {"claim": "y", "table": "T", "paper_effect": float("nan"), "direction": "+",
-         "effect_mean": -2.0, "ci_low": -3.0, "ci_high": -1.0, "n_seeds": 3,
-         "verdict": "contradicted"},
-        {"claim": "z", "table": "T", "paper_effect": 1.0, "direction": "+",
-         "effect_mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
-         "n_seeds": 0, "verdict": "not measured"},
-    ])
+    claims = pd.DataFrame(
+        [
+            {
+                "claim": "x",
+                "table": "T",
+                "paper_effect": 2.5,
+                "direction": "+",
+                "effect_mean": 1.0,
+                "ci_low": 0.5,
+                "ci_high": 1.5,
+                "n_seeds": 3,
+                "verdict": "holds",
+            },
+            {
+                "claim": "y",
+                "table": "T",
+                "paper_effect": float("nan"),
+                "direction": "+",
+                "effect_mean": -2.0,
+                "ci_low": -3.0,
+                "ci_high": -1.0,
+                "n_seeds": 3,
+                "verdict": "contradicted",
+            },
+            {
+                "claim": "z",
+                "table": "T",
+                "paper_effect": 1.0,
+                "direction": "+",
+                "effect_mean": float("nan"),
+                "ci_low": float("nan"),
+                "ci_high": float("nan"),
+                "n_seeds": 0,
+                "verdict": "not measured",
+            },
+        ]
+    )
     fig = viz.claims_forest(claims)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == [
-        "x [holds]", "y [contradicted]", "z [not measured]"]
-    dots = [(line.get_xdata()[0], line.get_ydata()[0], to_rgba(line.get_color()))
-            for line in ax.get_lines() if line.get_marker() == "o"]
+        "x [holds]",
+        "y [contradicted]",
+        "z [not measured]",
+    ]
+    dots = [
+        (line.get_xdata()[0], line.get_ydata()[0], to_rgba(line.get_color()))
+        for line in ax.get_lines()
+        if line.get_marker() == "o"
+    ]
     assert dots == [(1.0, 0, to_rgba(viz.HIT_COLOR)), (-2.0, 1, to_rgba(viz.MISS_COLOR))]
-    crosses = [(line.get_xdata()[0], line.get_ydata()[0]) for line in ax.get_lines()
-               if line.get_marker() == "x"]
+    crosses = [
+        (line.get_xdata()[0], line.get_ydata()[0])
+        for line in ax.get_lines()
+        if line.get_marker() == "x"
+    ]
     assert crosses == [(2.5, 0), (1.0, 2)]
     with pytest.raises(ConfigError, match="empty"):
         viz.claims_forest(claims.iloc[:0])
@@ -233,8 +271,9 @@ def test_activation_map_scaling_by_hand() -> None:
     fmap = torch.tensor([[[0.0, 1.0, 2.0]], [[0.0, -1.0, -2.0]]])  # |.| mean: [0, 1, 2]
     np.testing.assert_allclose(viz.activation_map(fmap), [[0.0, 0.5, 1.0]])
     # min-max, not divide-by-max: [1, 2, 3] -> [0, 0.5, 1].
-    np.testing.assert_allclose(viz.activation_map(torch.tensor([[[1.0, 2.0, 3.0]]])),
-                               [[0.0, 0.5, 1.0]])
+    np.testing.assert_allclose(
+        viz.activation_map(torch.tensor([[[1.0, 2.0, 3.0]]])), [[0.0, 0.5, 1.0]]
+    )
     flat = viz.activation_map(torch.full((4, 2, 3), 7.0))
     assert flat.shape == (2, 3) and not np.isnan(flat).any() and (flat == 0).all()
     with pytest.raises(ConfigError, match=r"\(C, h, w\)"):
@@ -351,21 +390,29 @@ def test_ranked_gallery_by_hand() -> None:
     g_cams = np.array([0, 0, 1, 1, 1, 0])
     # Query pid 1, cam 0: items 0 and 1 share pid and camera (removed), 3 is junk (removed).
     # Left: 4 (0.1, hit), 2 (0.3, miss), 5 (0.4, distractor: miss).
-    assert viz.ranked_gallery(d, 1, 0, g_pids, g_cams, topk=10) == [(4, True), (2, False),
-                                                                     (5, False)]
+    assert viz.ranked_gallery(d, 1, 0, g_pids, g_cams, topk=10) == [
+        (4, True),
+        (2, False),
+        (5, False),
+    ]
     assert viz.ranked_gallery(d, 1, 0, g_pids, g_cams, topk=2) == [(4, True), (2, False)]
     # Ties are broken by gallery order; a query from camera 1 keeps items 0 and 1 but not 4.
-    assert viz.ranked_gallery(d, 1, 1, g_pids, g_cams, topk=3) == [(1, True), (2, False),
-                                                                   (5, False)]
+    assert viz.ranked_gallery(d, 1, 1, g_pids, g_cams, topk=3) == [
+        (1, True),
+        (2, False),
+        (5, False),
+    ]
 
 
 def test_ranked_list_grid_images_and_colours(tmp_path: Path) -> None:
     query = make_records(tmp_path / "q", [(1, 0), (2, 1)], start=100)
     gallery = make_records(tmp_path / "g", [(1, 1), (2, 0), (1, 0), (-1, 1), (2, 1)])
-    distmat = np.array([
-        [0.3, 0.1, 0.0, 0.2, 0.9],  # drop 2 (same pid+cam), 3 (junk): 1 miss, 0 hit, 4 miss
-        [0.5, 0.4, 0.3, 0.0, 0.1],  # drop 4 (same pid+cam), 3 (junk): 2 miss, 1 hit, 0 miss
-    ])
+    distmat = np.array(
+        [
+            [0.3, 0.1, 0.0, 0.2, 0.9],  # drop 2 (same pid+cam), 3 (junk): 1 miss, 0 hit, 4 miss
+            [0.5, 0.4, 0.3, 0.0, 0.1],  # drop 4 (same pid+cam), 3 (junk): 2 miss, 1 hit, 0 miss
+        ]
+    )
     fig = viz.ranked_list_grid(distmat, query, gallery, [1, 0], topk=2)
     assert len(fig.axes) == 2 * 3
     rows = np.array(fig.axes).reshape(2, 3)
