@@ -1,10 +1,10 @@
-"""Augmentation speed: canlib.gpu_data.BatchedTrainAugment against the per-sample TrainTransform.
+"""Augmentation speed: canlib.data.gpu_data.BatchedTrainAugment against the per-sample TrainTransform.
 
 Times one training batch (default 64 images, output 384 x 128, the default TransformConfig:
 flip 0.5, pad 10 + crop, normalise, random erasing 0.5) made two ways from ``uint8`` images
 already in memory (decoding is not timed; the image cache does it once):
 
-* per-sample: ``canlib.transforms.TrainTransform`` called on each image, then ``torch.stack``
+* per-sample: ``canlib.data.transforms.TrainTransform`` called on each image, then ``torch.stack``
   (what a DataLoader worker and the default collate do, minus the inter-process transfer);
 * batched: ``BatchedTrainAugment`` on the ``(B, 3, h, w)`` batch with one generator.
 
@@ -27,8 +27,8 @@ from collections.abc import Callable
 
 import torch
 
-from canlib.gpu_data import BatchedTrainAugment
-from canlib.transforms import TrainTransform, TransformConfig
+from canlib.data.gpu_data import BatchedTrainAugment
+from canlib.data.transforms import TrainTransform, TransformConfig
 
 SOURCES = ((128, 64), (384, 128))
 

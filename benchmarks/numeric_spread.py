@@ -15,7 +15,7 @@ script measures that spread on one machine by running every notebook row of a pr
 
 It prints, per quantity, the largest range (max - min over settings) across all rows, and
 with ``--write`` stores ``notebooks/reference/<profile>.json``: the midpoint of each value
-over the settings, and the tolerances ``canlib.notebook.compare_with_reference`` applies:
+over the settings, and the tolerances ``canlib.repro.notebook.compare_with_reference`` applies:
 
 * loss parts of the untrained model on a fixed batch: relative, ``max(1e-4, 10 x range)``;
 * metrics (untrained and trained): ``max(2 x range, floor)`` points, where the floor is one
@@ -54,7 +54,7 @@ def measure(name: str, profile: str, workdir: Path) -> dict:
     env_extra, overrides = SETTINGS[name]
     out = workdir / f"{name}.json"
     code = (
-        "import json, sys, torch; from canlib.notebook import reference_values; "
+        "import json, sys, torch; from canlib.repro.notebook import reference_values; "
         f"v = reference_values({profile!r}, {str(workdir / name)!r}, {overrides!r}); "
         "v['_capability'] = torch.backends.cpu.get_cpu_capability(); "
         f"json.dump(v, open({str(out)!r}, 'w'))"
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--settings needs two or more of {', '.join(SETTINGS)} (got {names})")
 
     from canlib.engine import build_data
-    from canlib.experiments import profile
+    from canlib.repro.experiments import profile
 
     num_queries = len(build_data(profile(args.profile)).query)
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:

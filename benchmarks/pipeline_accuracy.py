@@ -26,8 +26,8 @@ import argparse
 import statistics
 import sys
 
-from canlib.experiments import profile
-from canlib.results import run_experiment
+from canlib.repro.experiments import profile
+from canlib.repro.results import run_experiment
 
 CONFIGS = {
     "baseline": [

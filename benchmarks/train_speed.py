@@ -44,8 +44,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from canlib import engine
 from canlib.config import ExperimentConfig
-from canlib.experiments import profile
-from canlib.sampling import PKSampler
+from canlib.data.sampling import PKSampler
+from canlib.repro.experiments import profile
 from canlib.synthetic import ensure_synthetic
 
 FAST = ["train.amp=true", "train.channels_last=true", "train.fused_adam=true"]

@@ -117,7 +117,7 @@ def _cmd_prepare_synthetic(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from canlib.experiments import profile
+    from canlib.repro.experiments import profile
 
     if args.resume:
         cfg = _config_of_run(Path(args.resume)).with_overrides(args.set)
@@ -211,7 +211,7 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from canlib.reproduce import reproduce
+    from canlib.repro.reproduce import reproduce
 
     overrides = list(args.set)
     if args.dataset:

@@ -349,7 +349,7 @@ def describe_sources(
     Args:
         config: the config to describe.
         reasons: optional ``{"section.field": reason}`` for changed fields (see
-            ``canlib.experiments.sources``). A reason that starts with ``"paper: "``,
+            ``canlib.repro.experiments.sources``). A reason that starts with ``"paper: "``,
             ``"ours: "`` or ``"deviation: "`` also sets the kind: a table row that sets the
             paper's own ablation value (Table 2's ``model.parts=(2, 3)``) is ``paper``.
     """

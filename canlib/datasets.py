@@ -890,7 +890,7 @@ def check_images(
     # Imported here so that parsing a dataset never needs torch or PIL.
     from tqdm import tqdm
 
-    from canlib.transforms import decode_image
+    from canlib.data.transforms import decode_image
 
     reasons: dict[str, str | None] = {}
     for record in tqdm(records, desc="checking images", leave=False, disable=not progress):

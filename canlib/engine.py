@@ -164,7 +164,7 @@ def build_data(cfg: ExperimentConfig):
 
 
 def transform_config(cfg: ExperimentConfig):
-    from canlib.transforms import TransformConfig
+    from canlib.data.transforms import TransformConfig
 
     d = cfg.data
     return TransformConfig(
@@ -262,7 +262,7 @@ def train(
     configure_backends(cfg, run.device)
     seed_everything(t.seed)
 
-    from canlib.sampling import PKSampler
+    from canlib.data.sampling import PKSampler
 
     data = main_rank_first(lambda: build_data(cfg))  # may generate or extract files
     num_classes = data.num_train_pids
@@ -482,7 +482,7 @@ def build_pipeline(
 
     Raises:
         ConfigError: on CUDA, when the cache would take more than half of the device's free
-            memory (see :func:`canlib.gpu_data.check_cache_fits`): the message gives the size
+            memory (see :func:`canlib.data.gpu_data.check_cache_fits`): the message gives the size
             and the fix, ``--set data.pipeline=cpu``.
     """
     if resolve_pipeline(cfg, device) == "cpu":
@@ -494,7 +494,7 @@ def build_pipeline(
 
         return cpu_batches
 
-    from canlib.gpu_data import BatchedTrainAugment, ImageCache, check_cache_fits, gpu_batches
+    from canlib.data.gpu_data import BatchedTrainAugment, ImageCache, check_cache_fits, gpu_batches
 
     # Cached at the input size: each image is resized once from its file, as at test time.
     height, width = cfg.data.height, cfg.data.width
@@ -603,8 +603,8 @@ def _epoch_loader(cfg: ExperimentConfig, records, sampler, epoch: int, device: t
     process the transform gets its own generator. Either way a resumed run redraws exactly
     what the uninterrupted run drew.
     """
-    from canlib.loader import build_train_loader
-    from canlib.transforms import build_train_transform
+    from canlib.data.loader import build_train_loader
+    from canlib.data.transforms import build_train_transform
 
     seed = epoch_seed(cfg.train.seed, epoch)
     in_process = cfg.data.num_workers == 0
@@ -821,8 +821,8 @@ def extract_features(
         ``(features (N, D) float32 on device, pids (N,), camids (N,))``; flipped features are
         averaged and re-normalised.
     """
-    from canlib.loader import build_test_loader
-    from canlib.transforms import build_test_transform
+    from canlib.data.loader import build_test_loader
+    from canlib.data.transforms import build_test_transform
 
     flip = cfg.eval.flip if flip is None else flip
     device = model_device(model) if device is None else device

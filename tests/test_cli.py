@@ -122,12 +122,12 @@ def reference_two_share_training(cfg, epochs: int) -> tuple[dict, dict]:
     Returns:
         ``(model state, criterion state)`` after ``epochs`` x ``steps_per_epoch`` steps.
     """
+    from canlib.data.loader import ImageDataset
+    from canlib.data.sampling import PKSampler
+    from canlib.data.transforms import TransformConfig, build_train_transform
     from canlib.datasets import build_dataset
-    from canlib.loader import ImageDataset
     from canlib.losses import CANLoss
     from canlib.model import build_model
-    from canlib.sampling import PKSampler
-    from canlib.transforms import TransformConfig, build_train_transform
 
     data = build_dataset("market1501", cfg.data.data_root)
     pids = [r[1] for r in data.train]

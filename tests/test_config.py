@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from canlib import experiments, paper
 from canlib.config import SECTIONS, ExperimentConfig, describe_sources, source_kind
 from canlib.errors import ConfigError
+from canlib.repro import experiments, paper
 
 
 def test_every_field_has_one_of_the_three_source_kinds():

@@ -20,8 +20,9 @@ import pytest
 import torch
 from PIL import Image
 
-from canlib import checkpoint, engine, experiments
+from canlib import checkpoint, engine
 from canlib.errors import CheckpointError, ConfigError, DatasetError, NonFiniteError
+from canlib.repro import experiments
 
 # Keys of the final metrics that depend on the trained weights (not on timing or memory).
 SCORE_KEYS = ("rank1", "rank3", "rank5", "rank10", "mAP", "mINP", "num_valid")

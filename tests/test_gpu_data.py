@@ -1,6 +1,6 @@
 """Tests of the accelerator-resident training pipeline (run on CPU tensors; CUDA when present).
 
-The batched pipeline is checked against the per-sample CPU pipeline of canlib.transforms:
+The batched pipeline is checked against the per-sample CPU pipeline of canlib.data.transforms:
 exactly where no randomness is involved (or the draws are fixed), and statistically (rates
 within 4 standard errors, chi-square and two-sample KS tests at alpha = 1e-3, fixed seeds)
 for the random draws.
@@ -15,8 +15,7 @@ import torch
 from PIL import Image
 from scipy import stats
 
-from canlib.errors import DatasetError, DatasetNotFoundError
-from canlib.gpu_data import (
+from canlib.data.gpu_data import (
     BatchedTrainAugment,
     ImageCache,
     draw_erasing_boxes,
@@ -24,8 +23,8 @@ from canlib.gpu_data import (
     flip_pad_crop,
     gpu_batches,
 )
-from canlib.sampling import PKSampler
-from canlib.transforms import (
+from canlib.data.sampling import PKSampler
+from canlib.data.transforms import (
     TrainTransform,
     TransformConfig,
     build_test_transform,
@@ -40,6 +39,7 @@ from canlib.transforms import (
     resize,
     to_float,
 )
+from canlib.errors import DatasetError, DatasetNotFoundError
 
 SMALL = {"height": 16, "width": 8}
 PLAIN = TransformConfig(**SMALL, flip_p=0.0, pad=0, erasing_p=0.0)
@@ -408,7 +408,7 @@ def test_load_or_build_reuses_a_matching_cache_and_rebuilds_a_stale_one(tmp_path
     def no_decoding(*args, **kwargs):
         raise AssertionError("a matching cache must not be decoded again")
 
-    monkeypatch.setattr("canlib.gpu_data.decode_to_size", no_decoding)
+    monkeypatch.setattr("canlib.data.gpu_data.decode_to_size", no_decoding)
     again = ImageCache.load_or_build(file, records, 16, 8, num_threads=1, progress=False)
     assert torch.equal(again.images, first.images)
     monkeypatch.undo()
@@ -486,7 +486,8 @@ def test_gpu_and_cpu_paths_train_on_the_same_pixels_for_crops_not_128x64(tmp_pat
     original JPEG to the input size. The only allowed difference is the cache's rounding to
     uint8, half a grey level: 0.5 / 255 / std (smallest std 0.224) < 0.0088 after normalising.
     """
-    from canlib import engine, experiments
+    from canlib import engine
+    from canlib.repro import experiments
 
     monkeypatch.setenv("CANLIB_CACHE", str(tmp_path / "cache"))
     root = tmp_path / "crops"
@@ -537,8 +538,8 @@ def test_gpu_and_cpu_paths_train_on_the_same_pixels_for_crops_not_128x64(tmp_pat
 
 
 def test_a_cache_larger_than_half_the_free_device_memory_is_refused_with_the_fix():
+    from canlib.data.gpu_data import cache_nbytes, check_cache_fits
     from canlib.errors import ConfigError
-    from canlib.gpu_data import cache_nbytes, check_cache_fits
 
     # Market-1501: 12,936 x 3 x 384 x 128 = 1,907,490,816 B; DukeMTMC-reID 16,522 images:
     # 2,436,268,032 B (worked out by hand: 147,456 B per image).

@@ -37,18 +37,48 @@ FORBIDDEN = {
 }
 
 
+def module_files(module: str) -> list[Path]:
+    """The files of a canlib module, wherever it lives: canlib/x.py, canlib/*/x.py or a
+    subpackage canlib/x/."""
+    package = PACKAGE / module
+    if package.is_dir():
+        return sorted(package.glob("*.py"))
+    found = [PACKAGE / f"{module}.py", *PACKAGE.glob(f"*/{module}.py")]
+    return [path for path in found if path.exists()]
+
+
+def leaf(dotted: str) -> str:
+    """canlib.data.sampling -> sampling; canlib.synthetic.render -> synthetic."""
+    parts = dotted.split(".")[1:]
+    return parts[0] if parts[0] not in SUBPACKAGES else parts[-1]
+
+
+SUBPACKAGES = {"data", "repro"}  # plain folders; canlib.synthetic is one module, split in three
+
+
 def canlib_imports(module: str) -> set[str]:
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
     found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "canlib":
-                found |= {alias.name for alias in node.names}
-            elif node.module.startswith("canlib."):
-                found.add(node.module.split(".")[1])
-        elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("canlib.")}
-    return found
+    for path in module_files(module):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module == "canlib" or node.module.removeprefix("canlib.") in SUBPACKAGES:
+                    found |= {alias.name for alias in node.names}
+                elif node.module.startswith("canlib."):
+                    found.add(leaf(node.module))
+            elif isinstance(node, ast.Import):
+                found |= {leaf(a.name) for a in node.names if a.name.startswith("canlib.")}
+    return found - {module}
+
+
+def test_every_module_named_here_exists():
+    for module in FORBIDDEN:
+        assert module_files(module), module
+
+
+def test_the_science_sits_at_the_top_and_the_glue_in_subpackages():
+    top = {path.stem for path in PACKAGE.glob("*.py")}
+    assert {"model", "losses", "evaluate"} <= top
+    assert not top & {"experiments", "results", "notebook", "reproduce", "viz", "sampling"}
 
 
 @pytest.mark.parametrize("module", sorted(FORBIDDEN))

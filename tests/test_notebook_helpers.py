@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from canlib import notebook
+from canlib.repro import notebook
 
 
 def test_family_confusions_by_hand():
@@ -47,7 +47,7 @@ class _MapModel(nn.Module):
 def test_body_share_is_the_maps_mass_inside_the_person_mask(tmp_path, monkeypatch):
     monkeypatch.setenv("CANLIB_CACHE", str(tmp_path))
     from canlib import engine, synthetic
-    from canlib.experiments import profile
+    from canlib.repro.experiments import profile
 
     cfg = profile("smoke")
     data = engine.build_data(cfg)

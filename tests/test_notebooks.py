@@ -20,7 +20,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from canlib.reproduce import notebooks
+from canlib.repro.reproduce import notebooks
 
 NOTEBOOKS = notebooks()
 NAMES = [p.stem for p in NOTEBOOKS]

@@ -4,10 +4,10 @@ import math
 
 import pytest
 
-from canlib import experiments, stats
 from canlib.config import ExperimentConfig
 from canlib.engine import load_trained_model
 from canlib.errors import ConfigError
+from canlib.repro import experiments, stats
 
 PROFILE_ARGS = {"smoke": [], "synthetic": [], "paper": ["data.data_root=/data"]}
 

@@ -17,8 +17,8 @@ import torch
 import canlib.evaluate
 import canlib.losses
 import canlib.model
-from canlib import notebook
 from canlib.evaluate import evaluate_rank
+from canlib.repro import notebook
 
 ROW = ("table4", "global & local to L_c")  # CAN: collaborative attention, every loss term
 

@@ -38,10 +38,10 @@ from torch import nn
 
 from canlib import checkpoint, datasets, engine
 from canlib.config import SECTIONS, DataConfig, EvalConfig, ExperimentConfig
+from canlib.data.loader import ImageDataset
 from canlib.datasets import DatasetWarning, build_dataset, check_images, parse_market_name
 from canlib.errors import CheckpointError, ConfigError, DatasetError, NonFiniteError
 from canlib.evaluate import evaluate_rank, pairwise_distance, re_rank
-from canlib.loader import ImageDataset
 
 ASCII_DIGITS = "0123456789"
 
@@ -208,7 +208,7 @@ def test_scan_decodes_each_path_once_and_lists_the_first_five(monkeypatch):
             raise DatasetError(f"Cannot decode image {path}.")
         return torch.zeros(3, 2, 2, dtype=torch.uint8)
 
-    monkeypatch.setattr("canlib.transforms.decode_image", fake_decode)
+    monkeypatch.setattr("canlib.data.transforms.decode_image", fake_decode)
     records = [(f"/d/bad{i}.jpg", i, 0) for i in range(7)] + [("/d/ok.jpg", 9, 1)] * 3
     with pytest.raises(DatasetError) as err:
         check_images(records, progress=False)

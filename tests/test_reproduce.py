@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 from canlib.errors import CanlibError, ConfigError
-from canlib.reproduce import notebooks, reproduce
+from canlib.repro.reproduce import notebooks, reproduce
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,9 +5,9 @@ import math
 import pandas as pd
 import pytest
 
-from canlib import experiments, results, stats
 from canlib.errors import ConfigError
-from canlib.experiments import CLAIMS
+from canlib.repro import experiments, results, stats
+from canlib.repro.experiments import CLAIMS
 
 
 def test_seed_configs_are_train_seed_plus_i():

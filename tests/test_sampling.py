@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from canlib.data.sampling import PKSampler
 from canlib.errors import ConfigError
-from canlib.sampling import PKSampler
 
 
 def _pids(counts: list[int], *, shuffle_seed: int | None = None) -> list[int]:

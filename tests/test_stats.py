@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from canlib import stats
-from canlib.experiments import CLAIMS, Claim
+from canlib.repro import stats
+from canlib.repro.experiments import CLAIMS, Claim
 
 T_2 = 4.302653  # t_{0.975, 2 d.o.f.}
 T_3 = 3.182446  # t_{0.975, 3 d.o.f.}
@@ -266,7 +266,7 @@ def test_seed_keys_must_be_all_or_none_and_unique():
 
 
 def test_stats_does_not_import_torch():
-    code = "import sys, canlib.stats; print('torch' in sys.modules)"
+    code = "import sys, canlib.repro.stats; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

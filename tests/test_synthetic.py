@@ -14,6 +14,7 @@ from PIL import Image
 
 from canlib import synthetic as S
 from canlib.errors import ConfigError, DatasetError
+from canlib.synthetic import dataset, world
 
 SMOKE = S.SIZES["smoke"]
 # Market-1501's name pattern, as torchreid parses it, plus the frame and box fields.
@@ -239,7 +240,7 @@ def test_render_family_shape_and_pose_draws_independent_of_arguments():
 
 
 def test_interrupted_generation_leaves_no_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    real_save, calls = S._save_jpeg, []
+    real_save, calls = dataset._save_jpeg, []
 
     def failing_save(image: np.ndarray, path: Path, quality: int) -> None:
         calls.append(path)
@@ -247,7 +248,7 @@ def test_interrupted_generation_leaves_no_dataset(tmp_path: Path, monkeypatch: p
             raise KeyboardInterrupt
         real_save(image, path, quality)
 
-    monkeypatch.setattr(S, "_save_jpeg", failing_save)
+    monkeypatch.setattr(dataset, "_save_jpeg", failing_save)
     with pytest.raises(KeyboardInterrupt):
         S.generate_synthetic(tmp_path / "data", SMOKE, workers=1)
     assert list(tmp_path.iterdir()) == []  # neither the root nor a temporary folder
@@ -365,7 +366,7 @@ def test_family_details_differ_by_the_minimum_contrast_as_seen():
     for _ in range(200):
         kind, members = S.sample_family(rng, 3)
         assert kind in ("shoes", "hat", "belt")  # sleeves have only two family values
-        seen = [np.asarray(S._seen_colour(members[0], kind, getattr(m, kind))) for m in members]
+        seen = [np.asarray(world._seen_colour(members[0], kind, getattr(m, kind))) for m in members]
         for i in range(3):
             for j in range(i):
                 assert np.linalg.norm(seen[i] - seen[j]) >= 150

@@ -7,10 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from canlib.errors import ConfigError, DatasetError, DatasetNotFoundError
-from canlib.loader import ImageDataset, build_test_loader, build_train_loader
-from canlib.sampling import PKSampler
-from canlib.transforms import (
+from canlib.data.loader import ImageDataset, build_test_loader, build_train_loader
+from canlib.data.sampling import PKSampler
+from canlib.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     TransformConfig,
@@ -22,6 +21,7 @@ from canlib.transforms import (
     random_erasing_params,
     resize,
 )
+from canlib.errors import ConfigError, DatasetError, DatasetNotFoundError
 
 SMALL = {"height": 16, "width": 8}
 # No randomness: every random step switched off.

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from canlib import config, engine, trunk
-from canlib.experiments import experiment, profile
+from canlib.repro.experiments import experiment, profile
 
 
 def _smoke_trunk_cfg(**overrides):

@@ -1,4 +1,4 @@
-"""Tests of canlib.viz: every figure on tiny inputs, the pure helpers on hand-worked values."""
+"""Tests of canlib.repro.viz: every figure on tiny inputs, the pure helpers on hand-worked values."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from PIL import Image
 
-from canlib import viz
 from canlib.errors import ConfigError, DatasetNotFoundError
 from canlib.model import build_model
+from canlib.repro import viz
 
 INPUT = (144, 48)
 
@@ -325,7 +325,7 @@ def test_branch_maps_and_feature_map_figure(can_model, mgn_model) -> None:
 
 
 def test_model_inputs_normalise_and_keep_raw(tmp_path: Path) -> None:
-    from canlib.transforms import TransformConfig, build_test_transform
+    from canlib.data.transforms import TransformConfig, build_test_transform
 
     cfg = TransformConfig(height=32, width=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     paths = [write_image(tmp_path / "a.png", 51), write_image(tmp_path / "b.png", 204)]

@@ -18,9 +18,9 @@ from typing import Any
 
 from canlib.config import ExperimentConfig, parse_overrides
 from canlib.errors import ConfigError
-from canlib.experiments import TABLES, experiment, profile
+from canlib.repro.experiments import TABLES, experiment, profile
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # Reference values of the committed notebooks' default run, with tolerances measured across
 # CPU numeric settings (written by benchmarks/numeric_spread.py; see check_reference).
 REFERENCE_DIR = REPO_ROOT / "notebooks" / "reference"
@@ -66,7 +66,7 @@ class NotebookRun:
         ``eval_every`` evaluates a newly trained run more often than its profile does (for a
         test-metric curve); it changes no weight, so the run is the row's cached one.
         """
-        from canlib.results import run_experiment, score_checkpoint
+        from canlib.repro.results import run_experiment, score_checkpoint
 
         if self.checkpoint is not None and (table, row) in CAN_ROWS:
             metrics = score_checkpoint(self.checkpoint, self.base_config())
@@ -85,7 +85,7 @@ class NotebookRun:
         from a user's ``checkpoint`` is one run, so one seed. Returns one metrics dict per seed
         (percent, with ``seed``); :attr:`measured` gets their mean.
         """
-        from canlib.results import run_seeds
+        from canlib.repro.results import run_seeds
 
         if self.checkpoint is not None and (table, row) in CAN_ROWS:
             per_seed = [{**self.run(table, row), "seed": self.config(table, row).train.seed}]
@@ -109,9 +109,9 @@ class NotebookRun:
 
     def seeds_table(self, table: str, metrics: tuple[str, ...] = ("mAP", "rank1")):
         """Mean and 95% interval over seeds per row of ``table``, the paper's number beside
-        it as a reference (:func:`canlib.results.seeds_table`)."""
-        from canlib.experiments import PAPER_TABLE_OF
-        from canlib.results import seeds_table
+        it as a reference (:func:`canlib.repro.results.seeds_table`)."""
+        from canlib.repro.experiments import PAPER_TABLE_OF
+        from canlib.repro.results import seeds_table
 
         return seeds_table(
             self.seeds.get(table, {}),
@@ -121,18 +121,18 @@ class NotebookRun:
         )
 
     def claims(self, tables: Iterable[str] | None = None):
-        """The paper's claims (:data:`canlib.experiments.CLAIMS`) judged over seeds.
+        """The paper's claims (:data:`canlib.repro.experiments.CLAIMS`) judged over seeds.
 
         Trains (or reuses) every row the claims compare, and measures Figure 4's body share
         where a claim needs it. ``tables`` keeps the claims of some paper tables
         (``"Table 3"``); default all.
 
         Returns:
-            ``(table, sentences)``: the :func:`canlib.stats.claims_table` frame and one
+            ``(table, sentences)``: the :func:`canlib.repro.stats.claims_table` frame and one
             generated sentence per claim.
         """
-        from canlib import stats
-        from canlib.experiments import CLAIMS
+        from canlib.repro import stats
+        from canlib.repro.experiments import CLAIMS
 
         chosen = [c for c in CLAIMS if tables is None or c.table in set(tables)]
         per_row: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -147,7 +147,7 @@ class NotebookRun:
         return frame, stats.claim_sentences(frame, chosen)
 
     def open_choices(self):
-        """What each choice the paper leaves open does: :data:`canlib.experiments.OPEN_CHOICES`.
+        """What each choice the paper leaves open does: :data:`canlib.repro.experiments.OPEN_CHOICES`.
 
         Per choice, both variants over the profile's seeds (the default usually is a cached
         table row; an evaluation-only alternative rescores the default's checkpoints), and
@@ -161,9 +161,9 @@ class NotebookRun:
         """
         import pandas as pd
 
-        from canlib import stats
-        from canlib.experiments import OPEN_CHOICES
-        from canlib.results import run_seeds
+        from canlib.repro import stats
+        from canlib.repro.experiments import OPEN_CHOICES
+        from canlib.repro.results import run_seeds
 
         lines = []
         for choice in OPEN_CHOICES:
@@ -225,7 +225,7 @@ class NotebookRun:
 
     def description(self) -> str:
         """An honest sentence on what this notebook's numbers were measured on."""
-        from canlib.results import run_description
+        from canlib.repro.results import run_description
 
         return run_description(self.base_config())
 
@@ -337,7 +337,7 @@ def check_metrics(
 
     Args:
         measured: row name -> metrics in percent.
-        table: a table of :data:`canlib.experiments.TABLES`; its rows are what must be there.
+        table: a table of :data:`canlib.repro.experiments.TABLES`; its rows are what must be there.
         rows: a subset of the table's rows (default: all of them).
         columns: the metrics to check.
     """
@@ -379,7 +379,7 @@ def mean_over_seeds(per_seed: list[Mapping[str, Any]]) -> dict[str, Any]:
 
 def check_choices(choices) -> None:
     """Post-condition of notebook 08: every open choice measured, in order, with a verdict."""
-    from canlib.experiments import OPEN_CHOICES
+    from canlib.repro.experiments import OPEN_CHOICES
 
     expected = [c.choice for c in OPEN_CHOICES]
     if list(choices["choice"]) != expected:
@@ -409,8 +409,8 @@ def figure_inputs(data, cfg: ExperimentConfig, count: int = 4):
     import numpy as np
     import torch
 
+    from canlib.data.transforms import build_test_transform, decode_image, resize
     from canlib.engine import transform_config
-    from canlib.transforms import build_test_transform, decode_image, resize
 
     pairs = []
     for q in data.query:
@@ -456,7 +456,7 @@ def fingerprint(cfg: ExperimentConfig, data=None) -> dict[str, dict[str, float]]
     import torch
 
     from canlib import engine
-    from canlib.transforms import build_test_transform, decode_image
+    from canlib.data.transforms import build_test_transform, decode_image
 
     data = engine.build_data(cfg) if data is None else data
     engine.seed_everything(cfg.train.seed)
@@ -616,8 +616,8 @@ def reference_values(
 def body_share(model, data, cfg: ExperimentConfig, count: int = 64) -> float | None:
     """Share of the Figure 4 activation map's mass that lies on the person, in percent.
 
-    The map is the one Figure 4 draws (:func:`canlib.viz.branch_maps` averaged over branches
-    by :func:`canlib.viz.combine_maps`: channel-mean absolute layer-4 activation, scaled to
+    The map is the one Figure 4 draws (:func:`canlib.repro.viz.branch_maps` averaged over branches
+    by :func:`canlib.repro.viz.combine_maps`: channel-mean absolute layer-4 activation, scaled to
     [0, 1]), resized bilinearly to each query's original crop; the person mask comes from the
     synthetic renderer (:func:`canlib.synthetic.render_masks`). A map spread evenly over the
     image would score the person's share of the area; one on the background scores less.
@@ -634,10 +634,10 @@ def body_share(model, data, cfg: ExperimentConfig, count: int = 64) -> float | N
     import numpy as np
     import torch
 
-    from canlib import viz
+    from canlib.data.transforms import build_test_transform, decode_image
     from canlib.engine import transform_config
+    from canlib.repro import viz
     from canlib.synthetic import render_masks
-    from canlib.transforms import build_test_transform, decode_image
 
     if cfg.data.dataset != "synthetic":
         return None

@@ -69,7 +69,7 @@ class Interval(NamedTuple):
 
 
 class ClaimLike(Protocol):
-    """What :func:`claims_table` reads of a claim (``canlib.experiments.Claim``)."""
+    """What :func:`claims_table` reads of a claim (``canlib.repro.experiments.Claim``)."""
 
     claim: str
     table: str
@@ -117,7 +117,7 @@ def summarize_seeds(
     """Mean and t interval of each metric over the seeds of one table row.
 
     Args:
-        per_seed: one metrics dict per seed (as :func:`canlib.results.run_seeds` returns),
+        per_seed: one metrics dict per seed (as :func:`canlib.repro.results.run_seeds` returns),
             values in percent. A seed that lacks a metric does not count towards its ``n``.
         metrics: the metric keys to summarise.
         confidence: coverage of the intervals.
@@ -220,7 +220,7 @@ def choice_verdict(ci_low: float, ci_high: float) -> str:
 def seed_values(per_seed: Sequence[Mapping[str, Any]], metric: str) -> dict[int, float] | None:
     """``{seed: value}`` of one metric of one row; None when any seed lacks the metric.
 
-    Seeds are read from each dict's ``"seed"`` key (what :func:`canlib.results.run_seeds`
+    Seeds are read from each dict's ``"seed"`` key (what :func:`canlib.repro.results.run_seeds`
     adds); dicts without one are numbered by position 0, 1, ... (all or none must have it).
     """
     has_seed = [("seed" in s) for s in per_seed]
@@ -242,7 +242,7 @@ def claim_effect(
     """The effect of one claim on the seeds its rows share; None when it is not measured.
 
     Args:
-        claim: a claim (``canlib.experiments.Claim``): its ``rows`` (2 or 4 ``(table, row)``
+        claim: a claim (``canlib.repro.experiments.Claim``): its ``rows`` (2 or 4 ``(table, row)``
             keys) and its ``metric``.
         per_row_seeds: ``{(table, row): [metrics dict per seed]}``.
         confidence: coverage of the interval.
@@ -272,7 +272,7 @@ def claims_table(
     Args:
         per_row_seeds: ``{(table_key, row): [metrics dict per seed]}`` in percent, e.g.
             ``{("table3", "part-1,3,5,7 with CA"): run_seeds(cfg, runs_root)}``.
-        claims: the claims to judge (``canlib.experiments.CLAIMS``).
+        claims: the claims to judge (``canlib.repro.experiments.CLAIMS``).
         confidence: coverage of the intervals.
 
     Returns:

@@ -23,9 +23,9 @@ from typing import Any
 
 import pandas as pd
 
-from canlib import stats
 from canlib.config import SYNTHETIC_TRUNK, ExperimentConfig
 from canlib.errors import ConfigError
+from canlib.repro import stats
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def run_seeds(
     Returns:
         One dict per seed, in seed order: :func:`run_experiment`'s summary (metrics in
         percent) plus ``seed``, the ``train.seed`` it ran with (what
-        :mod:`canlib.stats` pairs rows by).
+        :mod:`canlib.repro.stats` pairs rows by).
     """
     return [
         {**run_experiment(one, runs_root, force=force, progress=progress), "seed": one.train.seed}
@@ -171,7 +171,7 @@ def seeds_table(
 
     Args:
         per_row_seeds: row name -> one metrics dict per seed (:func:`run_seeds`), percent.
-        paper_table: ``table2`` .. ``table6`` of :mod:`canlib.paper` for the reference
+        paper_table: ``table2`` .. ``table6`` of :mod:`canlib.repro.paper` for the reference
             column, or None for none.
         metrics: the metrics to show.
         rows: the rows in order (default: those of ``per_row_seeds``); a row without runs
@@ -182,7 +182,7 @@ def seeds_table(
         ``<m> ci`` (``"±x.x"``, the interval's half-width; ``"n/a (1 seed)"`` with one
         seed) and ``<m> paper``.
     """
-    from canlib.paper import paper_rows
+    from canlib.repro.paper import paper_rows
 
     reference = {r["row"]: r for r in paper_rows(paper_table)} if paper_table else {}
     out = []
@@ -200,7 +200,7 @@ def seeds_table(
 
 
 def save_claims(table: pd.DataFrame, results_dir: str | Path, note: str = "") -> list[Path]:
-    """Write a :func:`canlib.stats.claims_table` as ``claims.csv`` and ``claims.md``.
+    """Write a :func:`canlib.repro.stats.claims_table` as ``claims.csv`` and ``claims.md``.
 
     The CSV keeps the columns as they are (numbers to 3 decimals); the Markdown copy shows
     the effects signed to one decimal, ``note`` above the table.
@@ -221,7 +221,7 @@ def save_claims(table: pd.DataFrame, results_dir: str | Path, note: str = "") ->
 
 
 def save_open_choices(table: pd.DataFrame, results_dir: str | Path, note: str = "") -> list[Path]:
-    """Write :meth:`canlib.notebook.NotebookRun.open_choices` as ``open_choices.csv`` (the
+    """Write :meth:`canlib.repro.notebook.NotebookRun.open_choices` as ``open_choices.csv`` (the
     columns of ``claims.csv`` plus ``choice``) and ``open_choices.md``."""
     out_dir = Path(results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -317,7 +317,7 @@ def environment() -> dict[str, Any]:
 
 def git_state() -> dict[str, Any]:
     """Commit and dirty flag of the working tree (``None`` outside a git checkout)."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True

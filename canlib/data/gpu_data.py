@@ -1,6 +1,6 @@
 """A training data pipeline that lives on the accelerator: a decoded image cache and batched augmentation.
 
-The DataLoader path (:mod:`canlib.loader`) decodes JPEGs and augments every image one at a
+The DataLoader path (:mod:`canlib.data.loader`) decodes JPEGs and augments every image one at a
 time in CPU worker processes; on a fast GPU with few CPU cores that, not the model, sets the
 training speed. This module removes the CPU from the training loop:
 
@@ -8,7 +8,7 @@ training speed. This module removes the CPU from the training loop:
    ``(N, 3, H, W)`` at the model's input size (optionally saved to disk, so a second run skips
    decoding) and moves it to the device.
 2. :class:`BatchedTrainAugment` runs the same steps as
-   :class:`canlib.transforms.TrainTransform` (resize, flip, zero-pad + random crop,
+   :class:`canlib.data.transforms.TrainTransform` (resize, flip, zero-pad + random crop,
    normalise, random erasing) on a whole ``(B, 3, h, w)`` batch with tensor operations, its
    random draws coming from one ``torch.Generator`` on the batch's device.
 3. :func:`gpu_batches` indexes the cache with the sampler's batches and yields
@@ -34,9 +34,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from canlib.data.loader import Record
+from canlib.data.transforms import TransformConfig, decode_image, resize, to_float
 from canlib.errors import ConfigError, DatasetError, DatasetNotFoundError
-from canlib.loader import Record
-from canlib.transforms import TransformConfig, decode_image, resize, to_float
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def decode_to_size(path: str | Path, height: int, width: int) -> torch.Tensor:
     """Decode an image and bring it to ``height x width`` as ``uint8``.
 
     An image already of that size is returned as decoded; another is resized with
-    :func:`canlib.transforms.resize` (antialiased bilinear, the CPU pipeline's resize) and
+    :func:`canlib.data.transforms.resize` (antialiased bilinear, the CPU pipeline's resize) and
     rounded back to ``uint8`` (half to even, as ``torch.round``).
 
     Args:
@@ -431,7 +431,7 @@ class AugmentParams:
 
 
 def draw_flips(batch: int, p: float, generator: torch.Generator) -> torch.Tensor:
-    """Per-sample flips, True with probability ``p`` (as :func:`canlib.transforms.flip_param`).
+    """Per-sample flips, True with probability ``p`` (as :func:`canlib.data.transforms.flip_param`).
 
     Args:
         batch: Number of samples B.
@@ -449,7 +449,7 @@ def draw_crop_offsets(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample crop offsets ``(top, left)``, each uniform on ``[0, 2 * pad]``.
 
-    As :func:`canlib.transforms.pad_crop_params`; with ``pad == 0`` both are zeros and
+    As :func:`canlib.data.transforms.pad_crop_params`; with ``pad == 0`` both are zeros and
     nothing is drawn.
 
     Args:
@@ -479,7 +479,7 @@ def draw_erasing_boxes(
     ratio: tuple[float, float] = (0.3, 3.3),
     max_attempts: int = 100,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random-erasing boxes for a batch, distributed as :func:`canlib.transforms.random_erasing_params`.
+    """Random-erasing boxes for a batch, distributed as :func:`canlib.data.transforms.random_erasing_params`.
 
     Each sample erases with probability ``p``; then all ``max_attempts`` attempts are drawn
     at once (area fraction ~ U(scale), aspect height / width ~ U(ratio), box height
@@ -556,7 +556,7 @@ def flip_pad_crop(
     """Per-sample flip, then zero-pad ``pad`` and crop back at ``(top, left)``, in one gather.
 
     Equal, sample by sample, to ``pad_crop(hflip(x) if flip else x, pad, top, left)`` of
-    :mod:`canlib.transforms`. Output pixel ``(i, j)`` reads source row ``top - pad + i`` and
+    :mod:`canlib.data.transforms`. Output pixel ``(i, j)`` reads source row ``top - pad + i`` and
     source column ``c = left - pad + j`` (``W - 1 - c`` when flipped: the flipped image's
     column ``c`` is the image's ``W - 1 - c``), or is 0 where that falls in the padding. No
     padded copy is made: the gather reads clamped positions and the padding is zeroed after.
@@ -614,7 +614,7 @@ def erase_boxes(
 ) -> torch.Tensor:
     """Set each sample's box ``(top, left, height, width)`` to ``value`` where ``erase``.
 
-    Equal, sample by sample, to :func:`canlib.transforms.erase`; done with one mask.
+    Equal, sample by sample, to :func:`canlib.data.transforms.erase`; done with one mask.
 
     Args:
         images: ``(B, C, H, W)`` tensor.
@@ -629,7 +629,7 @@ def erase_boxes(
 
 
 class BatchedTrainAugment:
-    """The training pipeline of :class:`canlib.transforms.TrainTransform`, on whole batches.
+    """The training pipeline of :class:`canlib.data.transforms.TrainTransform`, on whole batches.
 
     Steps, as the CPU pipeline: ``uint8`` to float in [0, 1] -> resize to ``(cfg.height,
     cfg.width)`` (the same antialiased bilinear) -> flip with ``cfg.flip_p`` -> zero-pad
@@ -691,7 +691,7 @@ class BatchedTrainAugment:
         # batch-sized buffers (page faults, cache misses) cost more than the arithmetic.
         mean = torch.tensor(cfg.mean, dtype=out.dtype, device=out.device).view(3, 1, 1)
         std = torch.tensor(cfg.std, dtype=out.dtype, device=out.device).view(3, 1, 1)
-        # (x - mean) / std, the same arithmetic as canlib.transforms.normalize.
+        # (x - mean) / std, the same arithmetic as canlib.data.transforms.normalize.
         out.sub_(mean).div_(std)
         out.masked_fill_(box_mask(params.erase, params.boxes, cfg.height, cfg.width), 0.0)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
@@ -746,7 +746,7 @@ def gpu_batches(
     Args:
         cache: The training images, already on ``device`` (``cache.to(device)``), indexed
             as the sampler's record indices.
-        sampler: Yields lists of record indices (e.g. :class:`canlib.sampling.PKSampler`).
+        sampler: Yields lists of record indices (e.g. :class:`canlib.data.sampling.PKSampler`).
         augment: The batched training pipeline.
         device: Where the batches are made.
         generator: Source of randomness on ``device``.

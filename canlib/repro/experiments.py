@@ -8,7 +8,7 @@ every profile.
 
 The paper's claims are data too: each :class:`Claim` compares two table rows (or four, for a
 difference of differences), with the paper's direction and its effect in the paper's own
-numbers; :func:`canlib.stats.claims_table` judges them over the seeds of each row.
+numbers; :func:`canlib.repro.stats.claims_table` judges them over the seeds of each row.
 """
 
 from __future__ import annotations
@@ -228,7 +228,7 @@ SOTA = {"CAN": {}, "MGN": _MGN, "global only": {"model.name": "global"}}
 
 TABLES = {"table2": TABLE2, "table3": TABLE3, "table4": TABLE4, "figure4": FIGURE4, "sota": SOTA}
 
-# Which of the paper's tables (canlib.paper) reports the rows of each of ours: the SOTA rows
+# Which of the paper's tables (canlib.repro.paper) reports the rows of each of ours: the SOTA rows
 # are Table 5's Market-1501 columns; Figure 4 reports no numbers.
 PAPER_TABLE_OF = {"table2": "table2", "table3": "table3", "table4": "table4", "sota": "table5"}
 
@@ -290,7 +290,7 @@ class Claim:
 
 def paper_value(table: str, row: str, metric: str = "mAP") -> float | None:
     """The paper's number for one of our rows (percent), or None where it reports none."""
-    from canlib import paper
+    from canlib.repro import paper
 
     if table not in PAPER_TABLE_OF:
         return None
@@ -304,7 +304,7 @@ _T2, _T3, _T4 = "table2", "table3", "table4"
 _CA_1357 = ((_T3, "part-1,3,5,7 with CA"), (_T3, "part-1,3,5,7 w/o CA"))
 
 # The paper's claims that the tables test. Effects are a - b (or (a - b) - (c - d)) in mAP
-# points unless ``metric`` says otherwise; canlib.stats.claims_table judges them over seeds.
+# points unless ``metric`` says otherwise; canlib.repro.stats.claims_table judges them over seeds.
 CLAIMS: tuple[Claim, ...] = (
     Claim(
         "Without CA, the finest partition (part-1,3,5,7,9) is worse than part-1,2,3",

@@ -29,10 +29,10 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor, nn
 
-from canlib import stats
+from canlib.data.transforms import decode_image
 from canlib.errors import ConfigError, DatasetError, DatasetNotFoundError
 from canlib.evaluate import ranked_gallery
-from canlib.transforms import decode_image
+from canlib.repro import stats
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def model_inputs(
 
     Args:
         paths: N image files, e.g. ``[r[0] for r in data.query[:4]]``.
-        transform: the test transform, e.g. ``canlib.transforms.build_test_transform(cfg)``
+        transform: the test transform, e.g. ``canlib.data.transforms.build_test_transform(cfg)``
             ((3, H, W) uint8 -> normalised float).
 
     Returns:
@@ -456,7 +456,7 @@ def seed_bars(
 
     Args:
         per_row_seeds: row name -> one metrics dict per seed (percent), as
-            :meth:`canlib.notebook.NotebookRun.run_seeds` returns.
+            :meth:`canlib.repro.notebook.NotebookRun.run_seeds` returns.
         metric: e.g. ``"mAP"``. Default ``"mAP"``.
         rows: the rows in order (default: those of ``per_row_seeds``); rows without runs
             are left out.
@@ -498,8 +498,8 @@ def claims_forest(claims: pd.DataFrame, label: str = "claim") -> Figure:
     """The paper's claims as a forest plot: our effect with its 95% interval per claim.
 
     Args:
-        claims: a :func:`canlib.stats.claims_table` frame (effects in the claim's unit), or
-            the open choices (:meth:`canlib.notebook.NotebookRun.open_choices`).
+        claims: a :func:`canlib.repro.stats.claims_table` frame (effects in the claim's unit), or
+            the open choices (:meth:`canlib.repro.notebook.NotebookRun.open_choices`).
         label: the column that names each line. Default ``claim``.
 
     Returns:

@@ -25,11 +25,11 @@ from typing import Any, Self
 from canlib import trunk
 from canlib.config import parse_overrides
 from canlib.errors import CanlibError, ConfigError
-from canlib.experiments import profile
+from canlib.repro.experiments import profile
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # Per-notebook limits (seconds): papermill stops a cell that runs longer.
 TIMEOUTS = {"smoke": 600, "synthetic": 3600, "paper": 7 * 24 * 3600}
 
@@ -87,7 +87,7 @@ def reproduce(
         path.mkdir(parents=True, exist_ok=True)
     manifest_path = dirs["results"] / "manifest.json"
     previous = _keep_previous_manifest(manifest_path)
-    from canlib.results import environment
+    from canlib.repro.results import environment
 
     manifest: dict[str, Any] = {
         "profile": profile_name,

@@ -3,7 +3,7 @@
 Every value is copied from ``paper/can-reid-paper.md`` (Li et al., "Collaborative Attention
 Network for Person Re-identification"), percent, Market-1501 unless the table says
 otherwise, without re-ranking. ``None`` marks a cell the paper leaves empty ("-").
-Row names match the keys of :mod:`canlib.experiments` so measured rows line up.
+Row names match the keys of :mod:`canlib.repro.experiments` so measured rows line up.
 
 Two oddities are worth knowing when reading them side by side:
 

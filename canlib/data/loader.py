@@ -7,7 +7,7 @@ indices (B,))``.
 Worker seeding: PyTorch seeds torch in each worker with ``base_seed + worker_id``, where
 ``base_seed`` is drawn once per epoch's workers from the DataLoader's ``generator`` (here
 seeded from ``seed`` when given) or else from the main process's torch RNG. The train
-transform seeds its own generator from that (see :mod:`canlib.transforms`), so workers
+transform seeds its own generator from that (see :mod:`canlib.data.transforms`), so workers
 augment differently and a run with a fixed seed is repeatable for a fixed ``num_workers``.
 No NumPy or ``random`` state is used in workers, so no ``worker_init_fn`` is needed.
 
@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from canlib.data.transforms import decode_image
 from canlib.errors import ConfigError
-from canlib.transforms import decode_image
 
 Record = tuple[str | Path, int, int]
 
@@ -39,7 +39,7 @@ class ImageDataset(Dataset):
         transform: Callable from a ``uint8`` ``(3, H, W)`` tensor to the model input, or
             None to return the decoded tensor as is.
         decode: Callable from a path to a ``uint8`` ``(3, H, W)`` tensor. Default
-            :func:`canlib.transforms.decode_image`.
+            :func:`canlib.data.transforms.decode_image`.
     """
 
     def __init__(

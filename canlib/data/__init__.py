@@ -1,0 +1,1 @@
+"""Images to batches: the P x K sampler, augmentation, decoding and loaders."""
