@@ -96,8 +96,9 @@ class DataConfig:
     erasing_p: float = ours("random erasing p=0.5, BoT", 0.5)
     num_workers: int = ours("2 decoding workers suit a 2-core machine; raise on a GPU box", 2)
     pipeline: str = ours(
-        "'auto': the device-resident decoded cache (at the model's input size) + batched "
-        "augmentation on CUDA, the CPU DataLoader elsewhere; 'cpu' or 'gpu' to force one",
+        "where decoded images come from: 'gpu', a cache decoded once at the model's input "
+        "size on the device; 'cpu', DataLoader workers decoding every batch; 'auto', the first "
+        "on CUDA, the second elsewhere. The batched augmentation and its draws are the same",
         "auto",
     )
 

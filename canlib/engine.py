@@ -474,52 +474,59 @@ def build_pipeline(
 ) -> Callable[[Any, int], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
     """A function ``(sampler, epoch) -> (images, pids) batches`` for the chosen data path.
 
-    ``cpu``: a torch DataLoader decodes and augments each image in worker processes.
-    ``gpu``: the training set is decoded once into a uint8 tensor cache at the model's input
-    size (saved under ``$CANLIB_CACHE/image-cache`` and reused), moved to ``device``, and each
-    batch is gathered and augmented there with the same distribution of augmentations; no CPU
-    worker sits in the loop. Either way an epoch's draws depend only on (seed, epoch, rank).
+    Where the decoded ``uint8`` images come from depends on ``data.pipeline``. ``cpu``: a torch
+    DataLoader decodes each batch's files in worker processes. ``gpu``: the training set is
+    decoded once into a tensor cache at the model's input size (saved under
+    ``$CANLIB_CACHE/image-cache`` and reused) that lives on ``device``. Either way the batch is
+    then augmented on ``device`` by the one batched implementation,
+    :class:`canlib.data.transforms.TrainAugment`, from a generator seeded by (seed, epoch, rank):
+    both paths decode alike, so for one seed they train on identical batches, and a resumed
+    epoch redraws exactly what the uninterrupted one drew.
 
     Raises:
         ConfigError: on CUDA, when the cache would take more than half of the device's free
-            memory (see :func:`canlib.data.gpu_data.check_cache_fits`): the message gives the size
+            memory (see :func:`canlib.data.cache.check_cache_fits`): the message gives the size
             and the fix, ``--set data.pipeline=cpu``.
     """
+    from canlib.data.cache import ImageCache, cached_batches, check_cache_fits
+    from canlib.data.loader import build_train_loader
+    from canlib.data.transforms import TrainAugment
+
+    height, width = cfg.data.height, cfg.data.width
     if resolve_pipeline(cfg, device) == "cpu":
 
-        def cpu_batches(sampler, epoch: int):
-            sampler.set_epoch(epoch)
-            for batch in _epoch_loader(cfg, records, sampler, epoch, device):
-                yield batch[0], batch[1]
+        def decoded(sampler):
+            loader = build_train_loader(
+                records, sampler, height, width, cfg.data.num_workers, device.type == "cuda"
+            )
+            return ((batch[0], batch[1]) for batch in loader)
+    else:
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            check_cache_fits(len(records), height, width, free, str(device))
+        cache = main_rank_first(
+            lambda: ImageCache.load_or_build(
+                _image_cache_path(records, height, width),
+                records,
+                height,
+                width,
+                progress=progress,
+            )
+        ).to(device)
 
-        return cpu_batches
+        def decoded(sampler):
+            return cached_batches(cache, sampler)
 
-    from canlib.data.gpu_data import BatchedTrainAugment, ImageCache, check_cache_fits, gpu_batches
+    augment = TrainAugment(transform_config(cfg), channels_last=uses_channels_last(cfg, device))
 
-    # Cached at the input size: each image is resized once from its file, as at test time.
-    height, width = cfg.data.height, cfg.data.width
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        check_cache_fits(len(records), height, width, free, str(device))
-    cache = main_rank_first(
-        lambda: ImageCache.load_or_build(
-            _image_cache_path(records, height, width),
-            records,
-            height,
-            width,
-            progress=progress,
-        )
-    ).to(device)
-    augment = BatchedTrainAugment(
-        transform_config(cfg), channels_last=uses_channels_last(cfg, device)
-    )
-
-    def device_batches(sampler, epoch: int):
+    def batches(sampler, epoch: int):
         sampler.set_epoch(epoch)
         generator = torch.Generator(device).manual_seed(epoch_seed(cfg.train.seed, epoch) + rank)
-        yield from gpu_batches(cache, sampler, augment, device, generator)
+        for images, pids in decoded(sampler):
+            images = images.to(device, non_blocking=True)
+            yield augment(images, generator), pids.to(device, non_blocking=True)
 
-    return device_batches
+    return batches
 
 
 def check_train_images(
@@ -594,31 +601,6 @@ def _image_cache_path(records, height: int, width: int) -> Path:
     ).hexdigest()[:16]
     root = Path(os.environ.get("CANLIB_CACHE", Path.home() / ".cache" / "canlib"))
     return root / "image-cache" / f"{key}-{height}x{width}.pt"
-
-
-def _epoch_loader(cfg: ExperimentConfig, records, sampler, epoch: int, device: torch.device):
-    """The loader of one epoch, its augmentation draws a pure function of (seed, epoch).
-
-    With worker processes the DataLoader's generator fixes each worker's seed; in the main
-    process the transform gets its own generator. Either way a resumed run redraws exactly
-    what the uninterrupted run drew.
-    """
-    from canlib.data.loader import build_train_loader
-    from canlib.data.transforms import build_train_transform
-
-    seed = epoch_seed(cfg.train.seed, epoch)
-    in_process = cfg.data.num_workers == 0
-    transform = build_train_transform(
-        transform_config(cfg), torch.Generator().manual_seed(seed) if in_process else None
-    )
-    return build_train_loader(
-        records,
-        transform,
-        sampler,
-        num_workers=cfg.data.num_workers,
-        pin_memory=device.type == "cuda",
-        seed=seed,
-    )
 
 
 def _float_outputs(outputs: Any) -> Any:

@@ -124,7 +124,13 @@ def reference_two_share_training(cfg, epochs: int) -> tuple[dict, dict]:
     """
     from canlib.data.loader import ImageDataset
     from canlib.data.sampling import PKSampler
-    from canlib.data.transforms import TransformConfig, build_train_transform
+    from canlib.data.transforms import (
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        decode_to_size,
+        normalize,
+        to_float,
+    )
     from canlib.datasets import build_dataset
     from canlib.losses import CANLoss
     from canlib.model import build_model
@@ -132,12 +138,13 @@ def reference_two_share_training(cfg, epochs: int) -> tuple[dict, dict]:
     data = build_dataset("market1501", cfg.data.data_root)
     pids = [r[1] for r in data.train]
     num_classes = len(set(pids))
-    # Augmentation is off in this test (flip_p = pad = erasing_p = 0): images are fixed.
-    transform = build_train_transform(
-        TransformConfig(height=cfg.data.height, width=cfg.data.width, flip_p=0, pad=0, erasing_p=0),
-        torch.Generator().manual_seed(0),
+    # Augmentation is off in this test (flip_p = pad = erasing_p = 0): images are fixed, the
+    # decoded input-size pixels, normalised.
+    images = ImageDataset(
+        data.train,
+        lambda image: normalize(to_float(image), IMAGENET_MEAN, IMAGENET_STD),
+        lambda path: decode_to_size(path, cfg.data.height, cfg.data.width),
     )
-    images = ImageDataset(data.train, transform)
 
     # The ranks run with train.threads; the same count keeps every sum in the same order.
     # (Adam's first steps normalise gradients, so rounding noise in a near-zero gradient

@@ -32,7 +32,7 @@ FORBIDDEN = {
         "config",
         "checkpoint",
         "loader",
-        "gpu_data",
+        "cache",
     },
 }
 

@@ -1,31 +1,23 @@
 """Datasets and DataLoaders over ``(path, pid, camid)`` records.
 
-Images are decoded and transformed in the DataLoader workers; batches are collated by
-PyTorch's default collate into ``(images (B, 3, H, W), pids (B,), camids (B,),
-indices (B,))``.
-
-Worker seeding: PyTorch seeds torch in each worker with ``base_seed + worker_id``, where
-``base_seed`` is drawn once per epoch's workers from the DataLoader's ``generator`` (here
-seeded from ``seed`` when given) or else from the main process's torch RNG. The train
-transform seeds its own generator from that (see :mod:`canlib.data.transforms`), so workers
-augment differently and a run with a fixed seed is repeatable for a fixed ``num_workers``.
-No NumPy or ``random`` state is used in workers, so no ``worker_init_fn`` is needed.
-
-Resume caveat: the sampler resumes mid-epoch with exactly the remaining batches, but the
-augmentation draws are a stream per worker (or per process), not keyed by batch position,
-so a run resumed mid-epoch sees the same images with different random flips, crops and
-erasings than the uninterrupted run would have.
+Images are decoded in the DataLoader workers; batches are collated by PyTorch's default
+collate into ``(images (B, 3, H, W), pids (B,), camids (B,), indices (B,))``. The training
+loader only decodes (to the model's input size, as ``uint8``): augmentation runs on the whole
+batch afterwards (:class:`canlib.data.transforms.TrainAugment`), from the engine's generator
+seeded per (seed, epoch), so no randomness lives in the workers and the number of workers
+never changes what a seeded run draws.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from canlib.data.transforms import decode_image
+from canlib.data.transforms import decode_image, decode_to_size
 from canlib.errors import ConfigError
 
 Record = tuple[str | Path, int, int]
@@ -71,33 +63,33 @@ def _check_workers(num_workers: int) -> None:
 
 def build_train_loader(
     records: Sequence[Record],
-    transform: Callable[[torch.Tensor], torch.Tensor],
     sampler: Sampler[list[int]],
+    height: int,
+    width: int,
     num_workers: int = 2,
     pin_memory: bool | None = None,
-    seed: int | None = None,
 ) -> DataLoader:
-    """A DataLoader that yields the batches of a batch sampler (e.g. ``PKSampler``).
+    """A DataLoader of the sampler's batches (e.g. ``PKSampler``), decoded to ``height x width``.
 
-    Call ``sampler.set_epoch(e)`` (or ``set_position``) before iterating each epoch.
+    Yields ``uint8`` images, not augmented: pass them to
+    :class:`canlib.data.transforms.TrainAugment`. Call ``sampler.set_epoch(e)`` (or
+    ``set_position``) before iterating each epoch.
 
     Args:
         records: Training ``(path, pid, camid)`` tuples, indexed as the sampler's pids.
-        transform: Train transform (e.g. ``build_train_transform(cfg)``).
         sampler: Batch sampler yielding lists of record indices.
+        height: Model input height in pixels.
+        width: Model input width in pixels.
         num_workers: Decoding processes; 0 decodes in the main process. Default 2.
         pin_memory: Pin batches for faster host-to-GPU copies. Default None: when CUDA is
             available.
-        seed: Seed of the DataLoader's generator, which fixes the workers' seeds. Default
-            None: drawn from torch's global RNG.
     """
     _check_workers(num_workers)
     return DataLoader(
-        ImageDataset(records, transform),
+        ImageDataset(records, None, partial(decode_to_size, height=height, width=width)),
         batch_sampler=sampler,
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
-        generator=None if seed is None else torch.Generator().manual_seed(seed),
     )
 
 

@@ -1,32 +1,31 @@
-"""Decoding and augmentation of person crops, as plain functions of tensors and random draws.
+"""Decoding and augmentation of person crops: one implementation, on batches, on any device.
 
-Decoding (:func:`decode_image`, a file to a ``uint8`` ``(3, H, W)`` tensor) is separate from
-augmentation, so that a batched GPU path can decode on CPU workers and augment on the GPU.
+Decoding (:func:`decode_image`, a file to a ``uint8`` ``(3, H, W)`` tensor, and
+:func:`decode_to_size`, which also brings it to the model's input size) runs where the images
+are read: in DataLoader workers (``data.pipeline=cpu``) or once into a cache
+(``data.pipeline=gpu``, :mod:`canlib.data.cache`). Training augmentation then runs on whole
+``(B, 3, H, W)`` batches, on the CPU or the accelerator, in :class:`TrainAugment`: the same code,
+the same draws, whichever pipeline fed it.
 
-Every augmentation is split into a *draw* (a function of the image size and a
-``torch.Generator`` that returns plain numbers, e.g. :func:`random_erasing_params`) and an
-*apply* (a deterministic function of the tensor and those numbers, e.g. :func:`erase`). A
-batched version can then draw the same distribution per sample and apply it to a
-``(B, 3, H, W)`` tensor. No torchvision ``transforms`` classes are used, because they draw
-from torch's global RNG.
+Every augmentation is split into a *draw* (a function of the batch size and an explicit
+``torch.Generator`` returning ``(B,)`` tensors, e.g. :func:`draw_erasing_boxes`) and an *apply*
+(a deterministic function of the batch and those draws, e.g. :func:`flip_pad_crop`). The engine
+seeds one generator per (seed, epoch, rank), so a resumed run redraws exactly what the
+uninterrupted one drew. torchvision's ``transforms.v2`` and ``kornia.augmentation`` draw from
+torch's global RNG and differ in random erasing (torchvision draws the aspect log-uniformly,
+kornia draws one box and clips it instead of Zhong et al.'s retry loop);
+``benchmarks/augment_speed.py`` measures both against this module.
 
 Training pipeline, in BoT's order (Luo et al., "Bag of Tricks and a Strong Baseline for
 Deep Person Re-identification", 2019): resize to 384 x 128 (paper §4.6) -> random
 horizontal flip (p=0.5) -> zero-pad 10 and random crop back to size -> ImageNet
-normalisation -> random erasing (p=0.5). The paper names only the input size; the rest is
-ours, after BoT and torchreid. Test pipeline: resize -> normalisation.
-
-Randomness in DataLoader workers: a train transform built without a generator creates its
-own ``torch.Generator`` lazily, seeded from ``torch.initial_seed()`` of the process that
-calls it. PyTorch seeds each worker with ``base_seed + worker_id`` (``base_seed`` drawn
-from the main process's RNG, or from the DataLoader's ``generator``, for every epoch's
-workers), so workers draw different augmentations, and a seeded run is repeatable. With
-``num_workers=0`` the main process's seed is used.
+normalisation -> random erasing (p=0.5, value 0 after normalisation). The paper names only
+the input size; the rest is ours, after BoT and torchreid. Test pipeline: resize ->
+normalisation (:class:`TestTransform`, one image at a time, in float: no ``uint8`` rounding).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,6 +171,32 @@ def decode_image(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
+def decode_to_size(path: str | Path, height: int, width: int) -> torch.Tensor:
+    """Decode an image and bring it to ``height x width`` as ``uint8``.
+
+    An image already of that size is returned as decoded; another is resized with
+    :func:`resize` (antialiased bilinear, as the test transform) and rounded back to ``uint8``
+    (half to even, as ``torch.round``): at most half a grey level from the test path's pixels.
+
+    Args:
+        path: Image file.
+        height: Output height in pixels.
+        width: Output width in pixels.
+
+    Returns:
+        ``uint8`` tensor ``(3, height, width)``.
+
+    Raises:
+        DatasetNotFoundError: If the file does not exist.
+        DatasetError: If it cannot be decoded.
+    """
+    image = decode_image(path)
+    if image.shape[-2:] == (height, width):
+        return image
+    # Antialiased bilinear stays within the input range, so the clamp only guards rounding.
+    return resize(to_float(image), height, width).mul(255.0).round().clamp(0, 255).to(torch.uint8)
+
+
 # --- deterministic operations ---------------------------------------------------------
 
 
@@ -207,33 +232,6 @@ def resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return out if image.dim() == 4 else out.squeeze(0)
 
 
-def hflip(image: torch.Tensor) -> torch.Tensor:
-    """Mirror left-right (the last axis).
-
-    Args:
-        image: ``(..., H, W)`` tensor.
-    """
-    return image.flip(-1)
-
-
-def pad_crop(image: torch.Tensor, pad: int, top: int, left: int) -> torch.Tensor:
-    """Zero-pad ``pad`` pixels on each side, then crop the original size at ``(top, left)``.
-
-    Zero is black before normalisation, as in BoT (``T.Pad`` on the PIL image).
-
-    Args:
-        image: ``(..., H, W)`` tensor.
-        pad: Padding on each side (>= 0).
-        top: Crop row in the padded image, in ``[0, 2 * pad]``.
-        left: Crop column in the padded image, in ``[0, 2 * pad]``.
-    """
-    if pad == 0:
-        return image
-    height, width = image.shape[-2:]
-    padded = F.pad(image, (pad, pad, pad, pad), value=0.0)
-    return padded[..., top : top + height, left : left + width]
-
-
 def normalize(image: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """``(image - mean) / std`` per channel.
 
@@ -247,54 +245,68 @@ def normalize(image: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ..
     return (image - mean_t) / std_t
 
 
-def erase(image: torch.Tensor, box: tuple[int, int, int, int], value: float = 0.0) -> torch.Tensor:
-    """A copy of ``image`` with the box ``(top, left, height, width)`` set to ``value``.
+# --- batched training augmentation ------------------------------------------------------
 
-    Ours: ``value=0`` after normalisation, i.e. the ImageNet mean colour, as MGN-pytorch
-    (``RandomErasing(mean=[0, 0, 0])`` after ``Normalize``) and torchvision's default.
-    BoT and torchreid fill with (0.4914, 0.4822, 0.4465), CIFAR-10's mean, in normalised
-    units.
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """The random draws of one batch, one entry per sample (all on the batch's device).
 
     Args:
-        image: ``(..., H, W)`` tensor.
-        box: ``(top, left, height, width)`` in pixels.
-        value: Fill value. Default 0.0.
+        flip: ``bool`` ``(B,)``, whether to mirror left-right.
+        top: ``int64`` ``(B,)``, crop row in the zero-padded image, in ``[0, 2 * pad]``.
+        left: ``int64`` ``(B,)``, crop column in the zero-padded image, in ``[0, 2 * pad]``.
+        erase: ``bool`` ``(B,)``, whether a box is erased.
+        boxes: ``int64`` ``(B, 4)``, ``(top, left, height, width)`` of the erased box; rows
+            with ``erase`` False are zeros.
     """
-    top, left, height, width = box
-    out = image.clone()
-    out[..., top : top + height, left : left + width] = value
-    return out
+
+    flip: torch.Tensor
+    top: torch.Tensor
+    left: torch.Tensor
+    erase: torch.Tensor
+    boxes: torch.Tensor
 
 
-# --- random draws ---------------------------------------------------------------------
-
-
-def _uniform(generator: torch.Generator, low: float, high: float) -> float:
-    return low + (high - low) * float(torch.rand((), generator=generator))
-
-
-def flip_param(p: float, generator: torch.Generator) -> bool:
-    """Whether to flip: True with probability ``p``.
+def draw_flips(batch: int, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Per-sample flips, True with probability ``p``.
 
     Args:
+        batch: Number of samples B.
         p: Flip probability in [0, 1].
-        generator: Source of randomness.
+        generator: Source of randomness; the result lives on its device.
+
+    Returns:
+        ``bool`` ``(B,)``.
     """
-    return float(torch.rand((), generator=generator)) < p
+    return torch.rand(batch, generator=generator, device=generator.device) < p
 
 
-def pad_crop_params(pad: int, generator: torch.Generator) -> tuple[int, int]:
-    """Crop offsets ``(top, left)`` in the padded image, each uniform on ``[0, 2 * pad]``.
+def draw_crop_offsets(
+    batch: int, pad: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample crop offsets ``(top, left)``, each uniform on ``[0, 2 * pad]``.
+
+    With ``pad == 0`` both are zeros and nothing is drawn.
 
     Args:
+        batch: Number of samples B.
         pad: Padding on each side (>= 0).
-        generator: Source of randomness.
+        generator: Source of randomness; the results live on its device.
+
+    Returns:
+        ``(top, left)``, ``int64`` ``(B,)`` each.
     """
-    top, left = torch.randint(0, 2 * pad + 1, (2,), generator=generator).tolist()
-    return top, left
+    device = generator.device
+    if pad == 0:
+        zeros = torch.zeros(batch, dtype=torch.int64, device=device)
+        return zeros, zeros.clone()
+    offsets = torch.randint(0, 2 * pad + 1, (2, batch), generator=generator, device=device)
+    return offsets[0], offsets[1]
 
 
-def random_erasing_params(
+def draw_erasing_boxes(
+    batch: int,
     height: int,
     width: int,
     generator: torch.Generator,
@@ -303,92 +315,172 @@ def random_erasing_params(
     scale: tuple[float, float] = (0.02, 0.4),
     ratio: tuple[float, float] = (0.3, 3.3),
     max_attempts: int = 100,
-) -> tuple[int, int, int, int] | None:
-    """Draw a random-erasing box (Zhong et al., "Random Erasing Data Augmentation", 2017).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random-erasing boxes for a batch (Zhong et al., "Random Erasing Data Augmentation", 2017).
 
-    With probability ``p`` an attempt loop runs: area fraction ~ U(scale), aspect
-    height / width ~ U(ratio) (uniform as in Zhong et al., BoT and torchreid; torchvision
-    draws the aspect log-uniformly), box height = round(sqrt(area * aspect)), width =
-    round(sqrt(area / aspect)); the box is kept if it fits strictly inside the image and,
-    ours, if its rounded area is still within ``scale`` (so the erased fraction is exactly
-    bounded). After ``max_attempts`` misses nothing is erased, as in the reference code.
+    Each sample erases with probability ``p``; then all ``max_attempts`` attempts are drawn
+    at once (area fraction ~ U(scale), aspect height / width ~ U(ratio), box height
+    ``round(sqrt(area * aspect))``, width ``round(sqrt(area / aspect))``, kept if it fits
+    strictly and its rounded area fraction lies within ``scale``) and the first valid one is
+    taken. Attempts are independent, so the first valid of all drawn has exactly the
+    distribution of the sequential loop that stops at it; a sample with no valid attempt
+    erases nothing, as the loop does after ``max_attempts`` misses. The position is uniform
+    over the valid ones: top on ``[0, height - box_h]``, left on ``[0, width - box_w]``.
+    The aspect is uniform, as in Zhong et al., BoT and torchreid (torchvision draws it
+    log-uniformly); the rounded-area check is ours, so the erased fraction is exactly bounded.
+    tests/test_transforms.py checks the distribution against a plainly written sequential loop.
+
+    Box arithmetic is in float64, as Python floats (rounding ties go to even).
 
     Args:
+        batch: Number of samples B.
         height: Image height in pixels.
         width: Image width in pixels.
-        generator: Source of randomness.
+        generator: Source of randomness; the results live on its device.
         p: Probability of erasing. Default 0.5.
         scale: Range of the erased area as a fraction of the image. Default (0.02, 0.4).
         ratio: Range of the box's height / width. Default (0.3, 3.3).
-        max_attempts: Tries before giving up. Default 100.
+        max_attempts: Attempts per sample. Default 100.
 
     Returns:
-        ``(top, left, box_height, box_width)``, or None when nothing is erased.
+        ``(erase, boxes)``: ``bool`` ``(B,)`` and ``int64`` ``(B, 4)`` rows
+        ``(top, left, box_height, box_width)`` (zeros where ``erase`` is False).
     """
-    if float(torch.rand((), generator=generator)) >= p:
-        return None
+    device = generator.device
+    wanted = torch.rand(batch, generator=generator, device=device) < p
+    draws = torch.rand(
+        (2, batch, max_attempts), generator=generator, device=device, dtype=torch.float64
+    )
     image_area = height * width
-    for _ in range(max_attempts):
-        area = _uniform(generator, *scale) * image_area
-        aspect = _uniform(generator, *ratio)
-        box_h = round(math.sqrt(area * aspect))
-        box_w = round(math.sqrt(area / aspect))
-        fits = 0 < box_h < height and 0 < box_w < width
-        if fits and scale[0] <= box_h * box_w / image_area <= scale[1]:
-            top = int(torch.randint(0, height - box_h + 1, (), generator=generator))
-            left = int(torch.randint(0, width - box_w + 1, (), generator=generator))
-            return top, left, box_h, box_w
-    return None
+    area = (scale[0] + (scale[1] - scale[0]) * draws[0]) * image_area
+    aspect = ratio[0] + (ratio[1] - ratio[0]) * draws[1]
+    box_h = torch.sqrt(area * aspect).round()
+    box_w = torch.sqrt(area / aspect).round()
+    fraction = box_h * box_w / image_area
+    valid = (
+        (box_h > 0)
+        & (box_h < height)
+        & (box_w > 0)
+        & (box_w < width)
+        & (fraction >= scale[0])
+        & (fraction <= scale[1])
+    )
+    # argmax returns the first maximal index: the first valid attempt.
+    first = valid.to(torch.uint8).argmax(dim=1, keepdim=True)
+    erase = wanted & valid.any(dim=1)
+    box_h = box_h.gather(1, first).squeeze(1).to(torch.int64)
+    box_w = box_w.gather(1, first).squeeze(1).to(torch.int64)
+    box_h = torch.where(erase, box_h, 0)
+    box_w = torch.where(erase, box_w, 0)
+    position = torch.rand((2, batch), generator=generator, device=device, dtype=torch.float64)
+    # floor(u * n) is uniform on {0, ..., n - 1}; the clamp guards u * n rounding up to n.
+    top = _uniform_index(position[0], height - box_h + 1)
+    left = _uniform_index(position[1], width - box_w + 1)
+    boxes = torch.stack([top, left, box_h, box_w], dim=1) * erase.unsqueeze(1)
+    return erase, boxes
 
 
-# --- pipelines --------------------------------------------------------------------------
+def _uniform_index(u: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """``floor(u * count)`` clamped to ``count - 1``: uniform on ``{0, ..., count - 1}``."""
+    return torch.minimum((u * count).floor().to(torch.int64), count - 1)
 
 
-class TrainTransform:
-    """Training pipeline: resize, flip, pad + crop, normalise, random erasing.
+def flip_pad_crop(
+    images: torch.Tensor,
+    flip: torch.Tensor,
+    top: torch.Tensor,
+    left: torch.Tensor,
+    pad: int,
+) -> torch.Tensor:
+    """Per-sample flip, then zero-pad ``pad`` and crop back at ``(top, left)``, in one gather.
+
+    Zero is black before normalisation, as in BoT (``T.Pad`` on the PIL image). Output pixel ``(i, j)`` reads source row ``top - pad + i`` and
+    source column ``c = left - pad + j`` (``W - 1 - c`` when flipped: the flipped image's
+    column ``c`` is the image's ``W - 1 - c``), or is 0 where that falls in the padding. No
+    padded copy is made: the gather reads clamped positions and the padding is zeroed after.
 
     Args:
-        cfg: Sizes and probabilities.
-        generator: Source of randomness. Default None: a generator seeded from
-            ``torch.initial_seed()`` is created in each process on first use (see the module
-            docstring). Pass one only with ``num_workers=0`` (tests, notebooks): each
-            DataLoader worker would receive a copy of it in the same state and repeat the
-            same augmentations.
+        images: ``(B, C, H, W)`` tensor.
+        flip: ``bool`` ``(B,)``.
+        top: ``int64`` ``(B,)`` in ``[0, 2 * pad]``.
+        left: ``int64`` ``(B,)`` in ``[0, 2 * pad]``.
+        pad: Padding on each side (>= 0).
+
+    Returns:
+        A new contiguous ``(B, C, H, W)`` tensor.
+    """
+    batch, channels, height, width = images.shape
+    device = images.device
+    rows = top.view(batch, 1) - pad + torch.arange(height, device=device)
+    cols = left.view(batch, 1) - pad + torch.arange(width, device=device)
+    cols = torch.where(flip.view(batch, 1), width - 1 - cols, cols)
+    inside = ((rows >= 0) & (rows < height)).view(batch, 1, height, 1) & (
+        (cols >= 0) & (cols < width)
+    ).view(batch, 1, 1, width)
+    # One flat index per output pixel into its sample's (H * W) plane, shared by channels.
+    row_start = rows.clamp(0, height - 1).view(batch, height, 1) * width
+    flat = row_start + cols.clamp(0, width - 1).view(batch, 1, width)
+    index = flat.view(batch, 1, height * width).expand(batch, channels, height * width)
+    out = images.reshape(batch, channels, height * width).gather(2, index)
+    return out.view(batch, channels, height, width).masked_fill_(~inside, 0)
+
+
+def box_mask(erase: torch.Tensor, boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Where each sample's box ``(top, left, box_height, box_width)`` lies, if ``erase``.
+
+    Args:
+        erase: ``bool`` ``(B,)``.
+        boxes: ``int64`` ``(B, 4)``, rows ``(top, left, box_height, box_width)``.
+        height: Image height H.
+        width: Image width W.
+
+    Returns:
+        ``bool`` ``(B, 1, H, W)``, broadcastable over channels.
+    """
+    batch = erase.shape[0]
+    device = erase.device
+    top, left, box_h, box_w = (boxes[:, i].view(batch, 1) for i in range(4))
+    rows = torch.arange(height, device=device).view(1, height)
+    cols = torch.arange(width, device=device).view(1, width)
+    in_rows = (rows >= top) & (rows < top + box_h)
+    in_cols = (cols >= left) & (cols < left + box_w)
+    return (in_rows.unsqueeze(2) & in_cols.unsqueeze(1) & erase.view(batch, 1, 1)).unsqueeze(1)
+
+
+class TrainAugment:
+    """The training augmentation, on whole batches, on the batch's device.
+
+    Steps: ``uint8`` to float in [0, 1] -> resize to ``(cfg.height,
+    cfg.width)`` (the same antialiased bilinear) -> flip with ``cfg.flip_p`` -> zero-pad
+    ``cfg.pad`` and crop at offsets uniform on ``[0, 2 * pad]`` -> normalise -> random erasing
+    (``cfg.erasing_*``; value 0 after normalisation, i.e. the ImageNet mean colour, as
+    MGN-pytorch and torchvision; BoT and torchreid fill with CIFAR-10's mean). No Python loop runs over samples: the
+    draws are ``(B,)`` tensors (:meth:`draw`), the flip and crop one gather, the erasing one
+    mask (:meth:`apply`); normalising and erasing work in place on the gathered batch.
+    Everything runs on the device of the input and the generator.
+
+    Args:
+        cfg: Sizes, probabilities and normalisation statistics.
+        channels_last: Return the batch in channels-last memory format (what
+            ``TrainConfig.channels_last`` feeds the model). Default False: contiguous NCHW.
     """
 
-    def __init__(self, cfg: TransformConfig, generator: torch.Generator | None = None) -> None:
+    def __init__(self, cfg: TransformConfig, channels_last: bool = False) -> None:
         self.cfg = cfg
-        self._explicit = generator
-        self._lazy: torch.Generator | None = None
-        self._lazy_seed: int | None = None
+        self.channels_last = channels_last
 
-    def _generator(self) -> torch.Generator:
-        if self._explicit is not None:
-            return self._explicit
-        seed = torch.initial_seed()
-        if self._lazy is None or self._lazy_seed != seed:
-            # A new process (worker) or a re-seeded one: start a stream from its seed.
-            self._lazy = torch.Generator().manual_seed(seed)
-            self._lazy_seed = seed
-        return self._lazy
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        """Augment one image.
+    def draw(self, batch: int, generator: torch.Generator) -> AugmentParams:
+        """Draw the random parameters of ``batch`` samples on the generator's device.
 
         Args:
-            image: ``(3, H, W)`` tensor, ``uint8`` or float in [0, 1].
-
-        Returns:
-            Float32 ``(3, cfg.height, cfg.width)`` tensor, normalised.
+            batch: Number of samples B.
+            generator: Source of randomness.
         """
-        cfg, generator = self.cfg, self._generator()
-        out = resize(to_float(image), cfg.height, cfg.width)
-        if flip_param(cfg.flip_p, generator):
-            out = hflip(out)
-        if cfg.pad > 0:
-            out = pad_crop(out, cfg.pad, *pad_crop_params(cfg.pad, generator))
-        out = normalize(out, cfg.mean, cfg.std)
-        box = random_erasing_params(
+        cfg = self.cfg
+        flip = draw_flips(batch, cfg.flip_p, generator)
+        top, left = draw_crop_offsets(batch, cfg.pad, generator)
+        erase, boxes = draw_erasing_boxes(
+            batch,
             cfg.height,
             cfg.width,
             generator,
@@ -396,7 +488,75 @@ class TrainTransform:
             scale=cfg.erasing_scale,
             ratio=cfg.erasing_ratio,
         )
-        return out if box is None else erase(out, box)
+        return AugmentParams(flip, top, left, erase, boxes)
+
+    def apply(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+        """Augment a batch with given draws (deterministic).
+
+        Args:
+            images: ``(B, 3, h, w)`` tensor, ``uint8`` or float in [0, 1], any size h x w.
+            params: Draws for the B samples, on the images' device.
+
+        Returns:
+            Float32 ``(B, 3, cfg.height, cfg.width)``, normalised.
+        """
+        cfg = self.cfg
+        if images.shape[-2:] == (cfg.height, cfg.width):
+            # No resize: move the (4x smaller) uint8 pixels, then convert; to_float is
+            # elementwise and maps the zero padding to 0.0, so the result is the same.
+            out = to_float(flip_pad_crop(images, params.flip, params.top, params.left, cfg.pad))
+        else:
+            out = resize(to_float(images), cfg.height, cfg.width)
+            out = flip_pad_crop(out, params.flip, params.top, params.left, cfg.pad)
+        # Both branches end in a new tensor, so the rest works in place: on CPU, fresh
+        # batch-sized buffers (page faults, cache misses) cost more than the arithmetic.
+        mean = torch.tensor(cfg.mean, dtype=out.dtype, device=out.device).view(3, 1, 1)
+        std = torch.tensor(cfg.std, dtype=out.dtype, device=out.device).view(3, 1, 1)
+        # (x - mean) / std, the same arithmetic as normalize().
+        out.sub_(mean).div_(std)
+        out.masked_fill_(box_mask(params.erase, params.boxes, cfg.height, cfg.width), 0.0)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        return out.contiguous(memory_format=memory_format)
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Augment a batch, drawing its parameters from ``generator``.
+
+        Args:
+            images: ``(B, 3, h, w)`` tensor, ``uint8`` or float in [0, 1], on any device.
+            generator: Source of randomness on the same device as ``images``.
+
+        Returns:
+            Float32 ``(B, 3, cfg.height, cfg.width)``, normalised.
+
+        Raises:
+            ValueError: If ``images`` is not ``(B, 3, h, w)`` or the generator lives on
+                another device.
+        """
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(
+                f"images must be a (B, 3, h, w) batch, got shape {tuple(images.shape)}."
+            )
+        if not same_device(images.device, generator.device):
+            raise ValueError(
+                f"generator must live on the images' device {images.device}, got one on "
+                f"{generator.device}; create it with torch.Generator(device=...)."
+            )
+        return self.apply(images, self.draw(images.shape[0], generator))
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Equal devices, where ``cuda`` without an index means the current CUDA device."""
+    if a.type != b.type:
+        return False
+    if a.index is None or b.index is None:
+        current = torch.cuda.current_device() if a.type == "cuda" else None
+        return (a.index if a.index is not None else current) == (
+            b.index if b.index is not None else current
+        )
+    return a.index == b.index
+
+
+# --- test pipeline ----------------------------------------------------------------------
 
 
 class TestTransform:
@@ -422,19 +582,6 @@ class TestTransform:
         """
         out = resize(to_float(image), self.cfg.height, self.cfg.width)
         return normalize(out, self.cfg.mean, self.cfg.std)
-
-
-def build_train_transform(
-    cfg: TransformConfig, generator: torch.Generator | None = None
-) -> TrainTransform:
-    """The training pipeline for ``cfg`` (uint8 or float CHW -> normalised float CHW).
-
-    Args:
-        cfg: Sizes and probabilities.
-        generator: Optional fixed source of randomness (only for ``num_workers=0``).
-            Default None: per-process seeding from ``torch.initial_seed()``.
-    """
-    return TrainTransform(cfg, generator)
 
 
 def build_test_transform(cfg: TransformConfig) -> TestTransform:
