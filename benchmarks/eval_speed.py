@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  re-ranking: mAP {after['mAP']:.4f} after, rank-1 {after['cmc'][0]:.4f}")
 
     print(
-        f"\ntorch {torch.__version__}, numpy {np.__version__}, {torch.get_num_threads()} torch threads, "
+        f"\ntorch {torch.__version__}, numpy {np.__version__}, "
+        f"{torch.get_num_threads()} torch threads, "
         f"device {args.device}\n"
     )
     print("\n".join(lines))

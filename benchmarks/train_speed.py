@@ -146,7 +146,7 @@ class _Timer:
 
 
 def time_variant(cfg: ExperimentConfig, data, steps: int, warmup: int) -> dict[str, float]:
-    """Mean step time of ``steps`` consecutive steps of ``cfg`` after ``warmup``, and peak memory."""
+    """Mean time of ``steps`` consecutive steps of ``cfg`` after ``warmup``, and peak memory."""
     device = engine.resolve_device(cfg.train.device)
     gc.collect()  # the previous variant's model, optimiser and cache go before this one starts
     if device.type == "cuda":
@@ -287,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"\ntest set on {name}: {test['query']} query + {test['gallery']} gallery images "
             f"embedded in {test['features_s']:.1f} s ({args.workers} decoding workers), "
-            f"scored in {test['metrics_s']:.2f} s; total {test['features_s'] + test['metrics_s']:.1f} s"
+            f"scored in {test['metrics_s']:.2f} s; "
+            f"total {test['features_s'] + test['metrics_s']:.1f} s"
         )
     return 0
 

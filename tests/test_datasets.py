@@ -578,7 +578,8 @@ def test_msmt17_lists(tmp_path: Path, version: str, train_dir: str, test_dir: st
     base = make_msmt17_tree(tmp_path, version, MSMT_LISTS)
     ds = build_quietly("msmt17", tmp_path)
     assert ds.root == str(base) and ds.info["version"] == version
-    # Train + val, in list order: original pids 0, 0, 5, 2 -> 0, 0, 2, 1; camera fields 01, 03, 15, 02.
+    # Train + val, in list order: original pids 0, 0, 5, 2 -> 0, 0, 2, 1;
+    # camera fields 01, 03, 15, 02.
     assert as_tuples(ds.train, base) == [
         (f"{train_dir}/0000/0000_000_01_0303morning_0008_0.jpg", 0, 0),
         (f"{train_dir}/0000/0000_001_03_0303morning_0010_1.jpg", 0, 2),

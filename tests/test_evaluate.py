@@ -482,7 +482,8 @@ def test_re_rank_bad_inputs():
 def test_top1_breakdown_by_hand():
     from canlib.evaluate import top1_breakdown
 
-    # Gallery: 0 pid 1 cam 0 | 1 pid 2 cam 1 | 2 pid 0 (distractor) cam 1 | 3 pid -1 junk | 4 pid 3 cam 0
+    # Gallery: 0 pid 1 cam 0 | 1 pid 2 cam 1 | 2 pid 0 (distractor) cam 1 | 3 pid -1 junk
+    # | 4 pid 3 cam 0
     g_pids, g_cams = [1, 2, 0, -1, 3], [0, 1, 1, 0, 0]
     groups = {1: 7, 2: 7, 3: 8}
     distmat = np.array(

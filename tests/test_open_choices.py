@@ -1,4 +1,4 @@
-"""The choices the paper leaves open (issue: notebook 08): data, verdicts and the options they use."""
+"""The choices the paper leaves open (notebook 08): data, verdicts and the options they use."""
 
 import math
 

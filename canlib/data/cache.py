@@ -1,4 +1,4 @@
-"""The decoded training images as one ``uint8`` tensor, built once and reused (``data.pipeline=gpu``).
+"""The decoded training images as one ``uint8`` tensor, built once and reused (pipeline gpu).
 
 The DataLoader path (:mod:`canlib.data.loader`) decodes every JPEG again each epoch in CPU
 worker processes; on a fast GPU with few CPU cores that, not the model, sets the training
@@ -35,7 +35,7 @@ _CACHE_VERSION = 1
 
 
 def cache_nbytes(num_images: int, height: int, width: int) -> int:
-    """Bytes of the images of a cache of ``num_images`` RGB ``uint8`` images at ``height x width``."""
+    """Bytes of ``num_images`` RGB ``uint8`` images at ``height x width``."""
     return num_images * 3 * height * width
 
 
@@ -313,7 +313,7 @@ class ImageCache:
         num_threads: int | None = None,
         progress: bool = True,
     ) -> ImageCache:
-        """Load the cache at ``path`` if it matches ``records`` and the size, else build and save it.
+        """Load the cache at ``path`` if it matches ``records`` and the size, else build, save it.
 
         Args:
             path: Cache file, read if valid and (re)written otherwise.

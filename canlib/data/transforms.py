@@ -394,10 +394,11 @@ def flip_pad_crop(
 ) -> torch.Tensor:
     """Per-sample flip, then zero-pad ``pad`` and crop back at ``(top, left)``, in one gather.
 
-    Zero is black before normalisation, as in BoT (``T.Pad`` on the PIL image). Output pixel ``(i, j)`` reads source row ``top - pad + i`` and
-    source column ``c = left - pad + j`` (``W - 1 - c`` when flipped: the flipped image's
-    column ``c`` is the image's ``W - 1 - c``), or is 0 where that falls in the padding. No
-    padded copy is made: the gather reads clamped positions and the padding is zeroed after.
+    Zero is black before normalisation, as in BoT (``T.Pad`` on the PIL image). Output pixel
+    ``(i, j)`` reads source row ``top - pad + i`` and source column ``c = left - pad + j``
+    (``W - 1 - c`` when flipped: the flipped image's column ``c`` is the image's ``W - 1 - c``),
+    or is 0 where that falls in the padding. No padded copy is made: the gather reads clamped
+    positions and the padding is zeroed after.
 
     Args:
         images: ``(B, C, H, W)`` tensor.
@@ -450,14 +451,14 @@ def box_mask(erase: torch.Tensor, boxes: torch.Tensor, height: int, width: int) 
 class TrainAugment:
     """The training augmentation, on whole batches, on the batch's device.
 
-    Steps: ``uint8`` to float in [0, 1] -> resize to ``(cfg.height,
-    cfg.width)`` (the same antialiased bilinear) -> flip with ``cfg.flip_p`` -> zero-pad
-    ``cfg.pad`` and crop at offsets uniform on ``[0, 2 * pad]`` -> normalise -> random erasing
-    (``cfg.erasing_*``; value 0 after normalisation, i.e. the ImageNet mean colour, as
-    MGN-pytorch and torchvision; BoT and torchreid fill with CIFAR-10's mean). No Python loop runs over samples: the
-    draws are ``(B,)`` tensors (:meth:`draw`), the flip and crop one gather, the erasing one
-    mask (:meth:`apply`); normalising and erasing work in place on the gathered batch.
-    Everything runs on the device of the input and the generator.
+    Steps: ``uint8`` to float in [0, 1] -> resize to ``(cfg.height, cfg.width)`` (the same
+    antialiased bilinear) -> flip with ``cfg.flip_p`` -> zero-pad ``cfg.pad`` and crop at offsets
+    uniform on ``[0, 2 * pad]`` -> normalise -> random erasing (``cfg.erasing_*``; value 0 after
+    normalisation, i.e. the ImageNet mean colour, as MGN-pytorch and torchvision; BoT and torchreid
+    fill with CIFAR-10's mean). No Python loop runs over samples: the draws are ``(B,)`` tensors
+    (:meth:`draw`), the flip and crop one gather, the erasing one mask (:meth:`apply`); normalising
+    and erasing work in place on the gathered batch. Everything runs on the device of the input and
+    the generator.
 
     Args:
         cfg: Sizes, probabilities and normalisation statistics.

@@ -338,16 +338,15 @@ def render_masks(root: str | Path, names: list[str] | None = None) -> dict[str, 
 def detail_oracle(root: str | Path) -> dict[str, Any]:
     """Rank-1 of an oracle told where each family's distinguishing detail is.
 
-    For every query of a family member, the candidates are the gallery images of its family
-    that the Market-1501 protocol keeps (not the same identity in the same camera). Each
-    image is described by the mean colour of the written JPEG's pixels inside the family's
-    detail region (from :func:`render_masks`), standardised per channel by the mean and
-    standard deviation of the rest of the person (family members share that outfit). The
-    camera model's colour changes (light, contrast, brightness, per-channel gain) are affine
-    per channel, which this cancels; blur, noise, JPEG and the low resolution are left for
-    the detail to survive. The nearest candidate is the oracle's rank-1. A query whose detail region is hidden (occluded, or too small) counts
-    as a miss. High rank-1 says the detail survives every camera; it measures the data, not
-    any model.
+    For every query of a family member, the candidates are the gallery images of its family that the
+    Market-1501 protocol keeps (not the same identity in the same camera). Each image is described
+    by the mean colour of the written JPEG's pixels inside the family's detail region (from
+    :func:`render_masks`), standardised per channel by the mean and standard deviation of the rest
+    of the person (family members share that outfit). The camera model's colour changes (light,
+    contrast, brightness, per-channel gain) are affine per channel, which this cancels; blur, noise,
+    JPEG and the low resolution are left for the detail to survive. The nearest candidate is the
+    oracle's rank-1. A query whose detail region is hidden (occluded, or too small) counts as a
+    miss. High rank-1 says the detail survives every camera; it measures the data, not any model.
 
     Args:
         root: A dataset written by :func:`generate_synthetic`.
@@ -508,7 +507,8 @@ def _check_root(root: Path) -> None:
         )
     if root.is_dir() and any(root.iterdir()) and not _is_synthetic(root):
         raise DatasetError(
-            f"{root} is not empty and holds no canlib synthetic dataset; choose an empty or new folder."
+            f"{root} is not empty and holds no canlib synthetic dataset; "
+            "choose an empty or new folder."
         )
 
 

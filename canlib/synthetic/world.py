@@ -253,7 +253,8 @@ class SyntheticConfig:
         if self.images_per_id < 2 * lo_hi[1]:
             raise ConfigError(
                 f"SyntheticConfig.images_per_id must be >= 2 * cameras_per_id max = "
-                f"{2 * lo_hi[1]} (a query and a gallery image per camera), got {self.images_per_id}."
+                f"{2 * lo_hi[1]} (a query and a gallery image per camera), "
+                f"got {self.images_per_id}."
             )
         self._validate_families()
 
