@@ -31,7 +31,7 @@ from canlib.errors import ConfigError, DatasetError, DatasetNotFoundError
 logger = logging.getLogger(__name__)
 
 _CACHE_FORMAT = "canlib.ImageCache"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: resized pixels rounded halves-up in float64 (same on every CPU)
 
 
 def cache_nbytes(num_images: int, height: int, width: int) -> int:

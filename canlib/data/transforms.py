@@ -175,8 +175,9 @@ def decode_to_size(path: str | Path, height: int, width: int) -> torch.Tensor:
     """Decode an image and bring it to ``height x width`` as ``uint8``.
 
     An image already of that size is returned as decoded; another is resized with
-    :func:`resize` (antialiased bilinear, as the test transform) and rounded back to ``uint8``
-    (half to even, as ``torch.round``): at most half a grey level from the test path's pixels.
+    :func:`resize` (antialiased bilinear, as the test transform, in float64) and rounded back to
+    ``uint8``, halves up: at most half a grey level from the test path's pixels, and the same
+    pixels on every CPU.
 
     Args:
         path: Image file.
@@ -193,8 +194,13 @@ def decode_to_size(path: str | Path, height: int, width: int) -> torch.Tensor:
     image = decode_image(path)
     if image.shape[-2:] == (height, width):
         return image
-    # Antialiased bilinear stays within the input range, so the clamp only guards rounding.
-    return resize(to_float(image), height, width).mul(255.0).round().clamp(0, 255).to(torch.uint8)
+    # About 3% of resized values are exact halves (the filter's weights are simple fractions);
+    # each CPU's kernels land a few ulps either side of them, so plain rounding gave different
+    # pixels on AVX-512 and on CPUs without vector units. In float64 the ulps are 1e-13 and a
+    # bias of 1e-6 rounds every half up, on every machine. Antialiased bilinear stays within
+    # the input range, so the clamp only guards the bias.
+    resized = resize(image.to(torch.float64) / 255.0, height, width) * 255.0
+    return (resized + (0.5 + 1e-6)).floor().clamp(0, 255).to(torch.uint8)
 
 
 # --- deterministic operations ---------------------------------------------------------
@@ -346,6 +352,30 @@ def draw_erasing_boxes(
         ``(erase, boxes)``: ``bool`` ``(B,)`` and ``int64`` ``(B, 4)`` rows
         ``(top, left, box_height, box_width)`` (zeros where ``erase`` is False).
     """
+    erase, box_h, box_w = _erasing_sizes(
+        batch, height, width, generator, p, scale, ratio, max_attempts
+    )
+    position = torch.rand(
+        (2, batch), generator=generator, device=generator.device, dtype=torch.float64
+    )
+    # floor(u * n) is uniform on {0, ..., n - 1}; the clamp guards u * n rounding up to n.
+    top = _uniform_index(position[0], height - box_h + 1)
+    left = _uniform_index(position[1], width - box_w + 1)
+    boxes = torch.stack([top, left, box_h, box_w], dim=1) * erase.unsqueeze(1)
+    return erase, boxes
+
+
+def _erasing_sizes(
+    batch: int,
+    height: int,
+    width: int,
+    generator: torch.Generator,
+    p: float,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    max_attempts: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Whether each sample erases, and its box's height and width (0 where it does not)."""
     device = generator.device
     wanted = torch.rand(batch, generator=generator, device=device) < p
     draws = torch.rand(
@@ -368,16 +398,9 @@ def draw_erasing_boxes(
     # argmax returns the first maximal index: the first valid attempt.
     first = valid.to(torch.uint8).argmax(dim=1, keepdim=True)
     erase = wanted & valid.any(dim=1)
-    box_h = box_h.gather(1, first).squeeze(1).to(torch.int64)
-    box_w = box_w.gather(1, first).squeeze(1).to(torch.int64)
-    box_h = torch.where(erase, box_h, 0)
-    box_w = torch.where(erase, box_w, 0)
-    position = torch.rand((2, batch), generator=generator, device=device, dtype=torch.float64)
-    # floor(u * n) is uniform on {0, ..., n - 1}; the clamp guards u * n rounding up to n.
-    top = _uniform_index(position[0], height - box_h + 1)
-    left = _uniform_index(position[1], width - box_w + 1)
-    boxes = torch.stack([top, left, box_h, box_w], dim=1) * erase.unsqueeze(1)
-    return erase, boxes
+    box_h = torch.where(erase, box_h.gather(1, first).squeeze(1).to(torch.int64), 0)
+    box_w = torch.where(erase, box_w.gather(1, first).squeeze(1).to(torch.int64), 0)
+    return erase, box_h, box_w
 
 
 def _uniform_index(u: torch.Tensor, count: torch.Tensor) -> torch.Tensor:

@@ -358,25 +358,8 @@ def detail_oracle(root: str | Path) -> dict[str, Any]:
     root = Path(root)
     info = read_synthetic_info(root)
     family_of = {p: f for f in info["families"] for p in f["pids"] if f["split"] == "test"}
-    records = []  # (folder, pid, camera 1-based, relative name)
-    for folder in ("query", "bounding_box_test"):
-        for path in sorted((root / folder).glob("*.jpg")):
-            pid = int(path.name.split("_")[0])
-            if pid in family_of:
-                records.append(
-                    (folder, pid, int(path.name.split("_")[1][1]), f"{folder}/{path.name}")
-                )
-    masks = render_masks(root, [r[3] for r in records])
-    feats: dict[str, np.ndarray | None] = {}
-    for folder, pid, cam, name in records:
-        image = np.asarray(Image.open(root / name), dtype=np.float64)
-        code = MASK_LABELS.index(family_of[pid]["detail"])
-        region, rest = masks[name] == code, (masks[name] > 0) & (masks[name] != code)
-        if region.sum() < 2 or rest.sum() < 10:
-            feats[name] = None
-            continue
-        others = image[rest]
-        feats[name] = (image[region].mean(0) - others.mean(0)) / np.maximum(others.std(0), 1.0)
+    records = _family_records(root, family_of)
+    feats = _detail_features(root, records, family_of)
     hits, hidden = [], 0
     per_kind: dict[str, list[bool]] = {}
     per_camera: dict[int, list[bool]] = {}
@@ -403,6 +386,36 @@ def detail_oracle(root: str | Path) -> dict[str, Any]:
         "per_kind": {k: float(np.mean(v)) for k, v in sorted(per_kind.items())},
         "per_camera": {c: float(np.mean(v)) for c, v in sorted(per_camera.items())},
     }
+
+
+def _family_records(root: Path, family_of: dict[int, dict]) -> list[tuple[str, int, int, str]]:
+    """The test images of family members: ``(folder, pid, camera 1-based, relative name)``."""
+    records = []
+    for folder in ("query", "bounding_box_test"):
+        for path in sorted((root / folder).glob("*.jpg")):
+            pid = int(path.name.split("_")[0])
+            if pid in family_of:
+                camera = int(path.name.split("_")[1][1])
+                records.append((folder, pid, camera, f"{folder}/{path.name}"))
+    return records
+
+
+def _detail_features(
+    root: Path, records: list[tuple[str, int, int, str]], family_of: dict[int, dict]
+) -> dict[str, np.ndarray | None]:
+    """Each image's detail colour, standardised by the rest of the person (None: hidden)."""
+    masks = render_masks(root, [r[3] for r in records])
+    feats: dict[str, np.ndarray | None] = {}
+    for _, pid, _, name in records:
+        image = np.asarray(Image.open(root / name), dtype=np.float64)
+        code = MASK_LABELS.index(family_of[pid]["detail"])
+        region, rest = masks[name] == code, (masks[name] > 0) & (masks[name] != code)
+        if region.sum() < 2 or rest.sum() < 10:
+            feats[name] = None
+            continue
+        others = image[rest]
+        feats[name] = (image[region].mean(0) - others.mean(0)) / np.maximum(others.std(0), 1.0)
+    return feats
 
 
 def read_synthetic_info(root: str | Path) -> dict[str, Any]:
