@@ -35,6 +35,7 @@ from typing import Any, NamedTuple, TypeVar
 import numpy as np
 
 from canlib.errors import ConfigError, DatasetError, DatasetNotFoundError
+from canlib.rules import JUNK_PID  # junk images: dropped from train, kept in query/gallery
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +62,6 @@ IMG_EXTENSIONS: tuple[str, ...] = (
 )
 """File extensions treated as images (compared case-insensitively); other files are ignored."""
 
-JUNK_PID = -1
-"""Pid of Market-1501's junk images (``-1_c...``): never a match, never a training identity."""
 
 MARKET_DISTRACTOR_PID = 0
 """Pid of Market-1501's distractor images (``0000_c...``): ordinary negatives in the gallery."""

@@ -33,6 +33,7 @@ from canlib.data.transforms import decode_image
 from canlib.errors import ConfigError, DatasetError, DatasetNotFoundError
 from canlib.evaluate import ranked_gallery
 from canlib.repro import stats
+from canlib.rules import JUNK_PID  # never a match, never shown in a ranked list
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +62,6 @@ __all__ = [
     "training_curves",
 ]
 
-JUNK_PID = -1
-"""Market-1501's junk pid: never a match, never shown in a ranked list."""
 DISTRACTOR_PID = 0
 """Market-1501's distractor pid: an ordinary negative."""
 HIT_COLOR = "green"
