@@ -36,6 +36,7 @@ import numpy as np
 
 from canlib.errors import ConfigError, DatasetError, DatasetNotFoundError
 from canlib.rules import JUNK_PID  # junk images: dropped from train, kept in query/gallery
+from canlib.synthetic import ensure_synthetic, read_synthetic_info
 
 logger = logging.getLogger(__name__)
 
@@ -840,9 +841,6 @@ def load_synthetic(root: Path | None, *, size: str = "default", seed: int = 0) -
         size: Size preset understood by ``canlib.synthetic.ensure_synthetic``; default "default".
         seed: Generation seed; default 0.
     """
-    # Imported here so that a missing or broken synthetic module cannot break the real loaders.
-    from canlib.synthetic import ensure_synthetic, read_synthetic_info
-
     base = Path(ensure_synthetic(root, size=size, seed=seed))
     base = _find_market_style_root(base, "Market-1501-v15.09.15", "synthetic")
     info = {"size": size, "seed": seed, **dict(read_synthetic_info(base))}
@@ -886,7 +884,8 @@ def check_images(
         DatasetError: Some image cannot be decoded and ``remove_bad`` is False; the message
             gives the count and the first few paths with their reasons.
     """
-    # Imported here so that parsing a dataset never needs torch or PIL.
+    # Imported here, not at the top: canlib.data.transforms imports torch, and parsing a
+    # dataset (and checking a config, which reads DATASET_NAMES) must not need it.
     from tqdm import tqdm
 
     from canlib.data.transforms import decode_image
