@@ -36,7 +36,6 @@ import numpy as np
 
 from canlib.errors import ConfigError, DatasetError, DatasetNotFoundError
 from canlib.rules import JUNK_PID  # junk images: dropped from train, kept in query/gallery
-from canlib.synthetic import ensure_synthetic, read_synthetic_info
 
 logger = logging.getLogger(__name__)
 
@@ -841,6 +840,10 @@ def load_synthetic(root: Path | None, *, size: str = "default", seed: int = 0) -
         size: Size preset understood by ``canlib.synthetic.ensure_synthetic``; default "default".
         seed: Generation seed; default 0.
     """
+    # Imported here, on purpose: a missing or broken synthetic module must not break the
+    # real loaders (tests/test_datasets.py checks it, and its fake synthetic module too).
+    from canlib.synthetic import ensure_synthetic, read_synthetic_info
+
     base = Path(ensure_synthetic(root, size=size, seed=seed))
     base = _find_market_style_root(base, "Market-1501-v15.09.15", "synthetic")
     info = {"size": size, "seed": seed, **dict(read_synthetic_info(base))}
