@@ -15,7 +15,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from canlib.config import ExperimentConfig
+from canlib.datasets import build_dataset, check_images
 from canlib.errors import CanlibError, ConfigError
+from canlib.repro.experiments import profile
+from canlib.synthetic import SIZES, generate_synthetic
+
+# canlib.engine and canlib.repro.reproduce import torch (seconds): the commands that need
+# them import them inside, so that parsing arguments and reporting a bad --set stay instant.
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,8 +114,6 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _cmd_prepare_synthetic(args: argparse.Namespace) -> int:
-    from canlib.synthetic import SIZES, generate_synthetic
-
     if args.size not in SIZES:
         raise ConfigError(f"unknown --size {args.size!r}; choose one of {', '.join(SIZES)}")
     root = generate_synthetic(args.root, SIZES[args.size].with_seed(args.seed), progress=True)
@@ -117,8 +122,6 @@ def _cmd_prepare_synthetic(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from canlib.repro.experiments import profile
-
     if args.resume:
         cfg = _config_of_run(Path(args.resume)).with_overrides(args.set)
     else:
@@ -153,7 +156,7 @@ def _process_group(device: str) -> Iterator[int]:
     import torch
     import torch.distributed as dist
 
-    from canlib.engine import resolve_device
+    from canlib.engine import resolve_device  # torch: see the note at the top
 
     if resolve_device(device).type == "cuda":
         local = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -170,8 +173,6 @@ def _process_group(device: str) -> Iterator[int]:
 
 
 def _config_of_run(run_dir: Path):
-    from canlib.config import ExperimentConfig
-
     path = run_dir / "config.json"
     if not path.is_file():
         raise CanlibError(f"--resume {run_dir}: no config.json there; is it a canlib run folder?")
@@ -179,7 +180,12 @@ def _config_of_run(run_dir: Path):
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from canlib.engine import build_data, evaluate_model, load_trained_model, resolve_device
+    from canlib.engine import (  # torch: see the note at the top
+        build_data,
+        evaluate_model,
+        load_trained_model,
+        resolve_device,
+    )
 
     device = resolve_device(args.device)
     model, cfg = load_trained_model(args.checkpoint, device=device)
@@ -198,8 +204,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_data(args: argparse.Namespace) -> int:
-    from canlib.datasets import build_dataset, check_images
-
     data = build_dataset(args.dataset, args.data_root)
     # Without --remove-bad, check_images raises on the first split with a bad image.
     for split in ("train", "query", "gallery"):
@@ -211,7 +215,7 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from canlib.repro.reproduce import reproduce
+    from canlib.repro.reproduce import reproduce  # torch: see the note at the top
 
     overrides = list(args.set)
     if args.dataset:

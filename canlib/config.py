@@ -25,6 +25,18 @@ from typing import Any
 
 from canlib.datasets import DATASET_NAMES
 from canlib.errors import ConfigError
+from canlib.rules import (  # noqa: F401 (re-exported: a field's names)
+    BACKBONE_ALIASES,
+    BACKBONES,
+    CENTER_MODES,
+    LOSS_MODES,
+    TRIPLET_MODES,
+    check_backbone,
+    check_loss_mode,
+    check_model_name,
+)
+from canlib.rules import MODEL_NAMES as MODELS  # noqa: F401 (re-exported: a field's names)
+from canlib.synthetic import SIZES
 
 
 def paper(where: str, default: Any) -> Any:
@@ -451,15 +463,10 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     return value
 
 
-# The model and loss modules import torch; their names are repeated here so that checking a
-# config stays instant (tests/test_config.py keeps the copies equal to the originals).
-MODELS = ("can", "mgn", "global")
-BACKBONES = ("resnet50", "resnet34", "resnet18", "resnet18-half", "resnet18-quarter")
-LOSS_MODES = ("ce", "ce+triplet", "ce+triplet+center", "global+local", "mgn")
-# Loss modes with a center loss / with a triplet loss (losses._MODES, kept equal by the tests).
+# The names of models, backbones and loss modes, and their checks, are canlib.rules' (a leaf
+# without torch, so checking a config stays instant; the builders in canlib.model and
+# canlib.losses call the same checks).
 TRIPLET_DISTANCES = ("plain-mean", "squared-sum")
-CENTER_MODES = ("ce+triplet+center", "global+local")
-TRIPLET_MODES = ("ce+triplet", "ce+triplet+center", "global+local", "mgn")
 
 # Fields a model ignores (engine.build_model_from_config never passes them, or the model's
 # preset fixes them), with why: setting one would train the same network under a new hash.
@@ -494,8 +501,6 @@ def _finite(key: str, value: float, low: float, *, strict: bool) -> None:
 
 
 def _validate(cfg: ExperimentConfig) -> None:
-    from canlib.synthetic import SIZES
-
     d, m, lo, t, e = cfg.data, cfg.model, cfg.loss, cfg.train, cfg.eval
     _choice("data.dataset", d.dataset, DATASET_NAMES)
     _check(
@@ -518,8 +523,8 @@ def _validate(cfg: ExperimentConfig) -> None:
             0.0 <= getattr(d, key) <= 1.0, f"data.{key} must be in [0, 1] (got {getattr(d, key)})"
         )
     _check(d.pad >= 0 and d.num_workers >= 0, "data.pad and data.num_workers must be >= 0")
-    _choice("model.name", m.name, MODELS)
-    _choice("model.backbone", m.backbone, BACKBONES)
+    check_model_name(m.name, "model.name")
+    check_backbone(m.backbone, "model.backbone")
     _choice("model.pooling", m.pooling, ("adaptive", "eq1"))
     _check(
         all(p >= 2 for p in m.parts) and list(m.parts) == sorted(set(m.parts)),
@@ -532,7 +537,7 @@ def _validate(cfg: ExperimentConfig) -> None:
     _check(m.embed_dim >= 1, f"model.embed_dim must be >= 1 (got {m.embed_dim})")
     _finite("model.scale", m.scale, 0, strict=True)
     _check(
-        not (m.pretrained is True and m.backbone.endswith(("half", "quarter"))),
+        not (m.pretrained is True and m.backbone in BACKBONE_ALIASES),
         f"model.pretrained=true (ImageNet) needs a standard-width backbone (got "
         f"{m.backbone!r}); a narrow one takes a weights file path or false",
     )
@@ -541,7 +546,7 @@ def _validate(cfg: ExperimentConfig) -> None:
         "model.pretrained must be true, false, a weights file path or "
         f"'{SYNTHETIC_TRUNK}' (got an empty string)",
     )
-    _choice("loss.mode", lo.mode, LOSS_MODES)
+    check_loss_mode(lo.mode, "loss.mode")
     _finite("loss.margin", lo.margin, 0, strict=False)
     _finite("loss.center_weight", lo.center_weight, 0, strict=False)
     _finite("loss.center_lr", lo.center_lr, 0, strict=True)

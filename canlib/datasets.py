@@ -35,6 +35,7 @@ from typing import Any, NamedTuple, TypeVar
 import numpy as np
 
 from canlib.errors import ConfigError, DatasetError, DatasetNotFoundError
+from canlib.rules import JUNK_PID  # junk images: dropped from train, kept in query/gallery
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +62,6 @@ IMG_EXTENSIONS: tuple[str, ...] = (
 )
 """File extensions treated as images (compared case-insensitively); other files are ignored."""
 
-JUNK_PID = -1
-"""Pid of Market-1501's junk images (``-1_c...``): never a match, never a training identity."""
 
 MARKET_DISTRACTOR_PID = 0
 """Pid of Market-1501's distractor images (``0000_c...``): ordinary negatives in the gallery."""
@@ -841,7 +840,8 @@ def load_synthetic(root: Path | None, *, size: str = "default", seed: int = 0) -
         size: Size preset understood by ``canlib.synthetic.ensure_synthetic``; default "default".
         seed: Generation seed; default 0.
     """
-    # Imported here so that a missing or broken synthetic module cannot break the real loaders.
+    # Imported here, on purpose: a missing or broken synthetic module must not break the
+    # real loaders (tests/test_datasets.py checks it, and its fake synthetic module too).
     from canlib.synthetic import ensure_synthetic, read_synthetic_info
 
     base = Path(ensure_synthetic(root, size=size, seed=seed))
@@ -887,7 +887,8 @@ def check_images(
         DatasetError: Some image cannot be decoded and ``remove_bad`` is False; the message
             gives the count and the first few paths with their reasons.
     """
-    # Imported here so that parsing a dataset never needs torch or PIL.
+    # Imported here, not at the top: canlib.data.transforms imports torch, and parsing a
+    # dataset (and checking a config, which reads DATASET_NAMES) must not need it.
     from tqdm import tqdm
 
     from canlib.data.transforms import decode_image

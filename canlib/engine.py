@@ -37,8 +37,16 @@ from torch import nn
 from tqdm import tqdm
 
 from canlib import checkpoint as ckpt
+from canlib import datasets
 from canlib.config import ExperimentConfig
-from canlib.errors import CheckpointError, ConfigError, NonFiniteError
+from canlib.data.sampling import PKSampler
+from canlib.data.transforms import TransformConfig
+from canlib.datasets import build_dataset
+from canlib.errors import CheckpointError, ConfigError, DatasetError, NonFiniteError
+from canlib.evaluate import evaluate_rank, pairwise_distance, re_rank, summarize
+from canlib.losses import CANLoss
+from canlib.model import build_model
+from canlib.synthetic import default_cache_dir
 from canlib.trunk import ensure_trunk, uses_trunk
 
 log = logging.getLogger(__name__)
@@ -152,8 +160,6 @@ def lr_factor(epoch: int, cfg: ExperimentConfig) -> float:
 
 def build_data(cfg: ExperimentConfig):
     """The dataset named by ``cfg.data`` (the synthetic one is generated on first use)."""
-    from canlib.datasets import build_dataset
-
     d = cfg.data
     options: dict[str, Any] = {}
     if d.dataset == "synthetic":
@@ -164,8 +170,6 @@ def build_data(cfg: ExperimentConfig):
 
 
 def transform_config(cfg: ExperimentConfig):
-    from canlib.data.transforms import TransformConfig
-
     d = cfg.data
     return TransformConfig(
         height=d.height, width=d.width, flip_p=d.flip_p, pad=d.pad, erasing_p=d.erasing_p
@@ -173,8 +177,6 @@ def transform_config(cfg: ExperimentConfig):
 
 
 def build_model_from_config(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
-    from canlib.model import build_model
-
     m = cfg.model
     options: dict[str, Any] = {
         "backbone": m.backbone,
@@ -193,8 +195,6 @@ def build_model_from_config(cfg: ExperimentConfig, num_classes: int) -> nn.Modul
 
 
 def build_loss(cfg: ExperimentConfig, model: nn.Module, num_classes: int) -> nn.Module:
-    from canlib.losses import CANLoss
-
     lo = cfg.loss
     return CANLoss(
         num_classes=num_classes,
@@ -226,6 +226,9 @@ class _Run:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(self.device)
         self.is_main = self.rank == 0
+        self.steps_per_epoch = 0  # set once the sampler is known
+        self.steps_done = 0  # optimisation steps taken in this call
+        self.images_seen = 0  # images trained on in this call, over all ranks
 
 
 def train(
@@ -237,6 +240,12 @@ def train(
     stop_after_steps: int | None = None,
 ) -> TrainResult:
     """Train ``cfg`` into ``run_dir`` and return the final metrics.
+
+    The steps, in order: set up the process and the data (:func:`_set_up_process`,
+    :func:`_set_up_data`), build the model, loss and optimisers (:func:`build_training`),
+    start or resume the run folder (:func:`_start_or_resume`), then for each epoch train
+    (:func:`_train_epoch`), evaluate when due (:func:`_evaluate_epoch`), log and checkpoint
+    (:func:`_log_and_checkpoint`); finally write the summary (:func:`_write_summary`).
 
     Args:
         cfg: the experiment; validated before any work starts.
@@ -254,136 +263,190 @@ def train(
     cfg.validate()
     run_dir = Path(run_dir) if run_dir else Path("runs") / f"{cfg.name}-{cfg.config_hash()}"
     run = _Run(cfg, run_dir)
+    _set_up_process(cfg, run.device)
+    data, sampler, pipeline = _set_up_data(run, progress)
+    parts = build_training(cfg, data.num_train_pids, run.device)
+    start_epoch = _start_or_resume(run, parts, resume)
+    _wrap_forward(run, parts)
+
+    started = time.monotonic()
+    final_metrics: dict[str, Any] = {}
+    for epoch in range(start_epoch, cfg.train.epochs):
+        row = _train_epoch(run, parts, pipeline(sampler, epoch), epoch, progress, stop_after_steps)
+        if row is None:  # stopped after ``stop_after_steps``, as if killed
+            return TrainResult(run_dir, {"stopped_after_steps": run.steps_done})
+        metrics = _evaluate_epoch(run, parts.model, data, epoch)
+        final_metrics = metrics if metrics is not None else final_metrics
+        _log_and_checkpoint(run, parts, epoch, row, metrics)
+        if dist.is_initialized():
+            dist.barrier()
+    if run.is_main and not final_metrics:
+        # Resumed after the last checkpoint but before the summary was written: score it.
+        final_metrics = evaluate_model(parts.model, data, cfg, device=run.device)
+    return TrainResult(run_dir, _write_summary(run, final_metrics, time.monotonic() - started))
+
+
+def _set_up_process(cfg: ExperimentConfig, device: torch.device) -> None:
+    """Threads, deterministic kernels, backend tuning and the global seeds of this process."""
     t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
     if t.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=run.device.type == "cuda")
-    configure_backends(cfg, run.device)
+        torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+    configure_backends(cfg, device)
     seed_everything(t.seed)
 
-    from canlib.data.sampling import PKSampler
 
+def _set_up_data(run: _Run, progress: bool):
+    """The dataset, this rank's P x K sampler and the batch pipeline; sets
+    ``run.steps_per_epoch``. The training images are checked (decoded once) before use."""
+    cfg = run.cfg
     data = main_rank_first(lambda: build_data(cfg))  # may generate or extract files
-    num_classes = data.num_train_pids
-    train_pids = [r[1] for r in data.train]
     sampler = PKSampler(
-        train_pids,
+        [r[1] for r in data.train],
         p=cfg.data.p,
         k=cfg.data.k,
         epoch=cfg.data.epoch,
-        seed=t.seed,
+        seed=cfg.train.seed,
         rank=run.rank,
         world_size=run.world_size,
     )
-    steps_per_epoch = min(len(sampler), t.steps_per_epoch or len(sampler))
+    run.steps_per_epoch = min(len(sampler), cfg.train.steps_per_epoch or len(sampler))
     main_rank_first(
         lambda: check_train_images(
             data.train, progress=progress and run.is_main, check_command=_check_data_command(cfg)
         )
     )
     pipeline = build_pipeline(cfg, data.train, run.device, rank=run.rank, progress=progress)
-    parts = build_training(cfg, num_classes, run.device)
-    model, criterion = parts.model, parts.criterion
-    optimizer, center_optimizer = parts.optimizer, parts.center_optimizer
+    return data, sampler, pipeline
 
-    start_epoch = 0
-    if resume and ckpt.list_checkpoints(run_dir):
-        start_epoch = _restore(run, model, optimizer, center_optimizer, criterion)
-    elif run.is_main:
+
+def _start_or_resume(run: _Run, parts: TrainingParts, resume: bool) -> int:
+    """The first epoch to train: restored from the newest checkpoint when resuming one, else
+    0 with a fresh run folder (refused if it already holds a run)."""
+    if resume and ckpt.list_checkpoints(run.run_dir):
+        return _restore(run, parts.model, parts.optimizer, parts.center_optimizer, parts.criterion)
+    if run.is_main:
         if resume:  # killed before its first checkpoint: nothing to resume, start afresh
-            log.warning("no checkpoint in %s yet: training it from the start", run_dir)
-            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            log.warning("no checkpoint in %s yet: training it from the start", run.run_dir)
+            (run.run_dir / "metrics.jsonl").unlink(missing_ok=True)
         _prepare_run_dir(run)
+    return 0
 
+
+def _wrap_forward(run: _Run, parts: TrainingParts) -> None:
+    """The model as trained: wrapped in DistributedDataParallel and/or compiled, if asked."""
     if dist.is_initialized():
         parts.forward = nn.parallel.DistributedDataParallel(
-            model, device_ids=[run.device.index] if run.device.type == "cuda" else None
+            parts.model, device_ids=[run.device.index] if run.device.type == "cuda" else None
         )
-    if t.compile:
+    if run.cfg.train.compile:
         parts.forward = torch.compile(parts.forward)
 
-    started = time.monotonic()
-    steps_done = 0
-    images_seen = 0
-    history: list[dict[str, Any]] = []
-    final_metrics: dict[str, Any] = {}
-    for epoch in range(start_epoch, t.epochs):
-        for group in optimizer.param_groups:
-            group["lr"] = t.lr * lr_factor(epoch, cfg)
-        batches = pipeline(sampler, epoch)
-        parts.forward.train()
-        sums: dict[str, torch.Tensor] = {}
-        epoch_start = time.monotonic()
-        epoch_images = 0
-        bar = tqdm(
-            total=steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{t.epochs}",
-            leave=False,
-            disable=not (progress and run.is_main),
-            dynamic_ncols=True,
-        )
-        for step, (images, pids) in enumerate(batches):
-            if step >= steps_per_epoch:
-                break
-            losses = train_step(parts, images, pids, epoch=epoch, step=step)
-            for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + value.detach()
-            epoch_images += images.shape[0] * run.world_size
-            steps_done += 1
-            bar.update(1)
-            if bar.n % 10 == 1 or bar.n == steps_per_epoch:  # a host sync: not every step
-                bar.set_postfix(
-                    {k: f"{float(v) / (step + 1):.3f}" for k, v in sums.items()}
-                    | {"img/s": f"{epoch_images / max(time.monotonic() - epoch_start, 1e-9):.0f}"}
-                )
-            if stop_after_steps is not None and steps_done >= stop_after_steps:
-                bar.close()
-                return TrainResult(run_dir, {"stopped_after_steps": steps_done})
-        bar.close()
-        images_seen += epoch_images
-        seconds = time.monotonic() - epoch_start
-        row = {
-            "kind": "train",
-            "epoch": epoch + 1,
-            "step": (epoch + 1) * steps_per_epoch,
-            "lr": optimizer.param_groups[0]["lr"],
-            **{f"loss_{k}": float(v) / max(steps_per_epoch, 1) for k, v in sums.items()},
-            "images_per_s": epoch_images / max(seconds, 1e-9),
-            "epoch_seconds": seconds,
-            **memory_usage(run.device),
-        }
-        last = epoch + 1 == t.epochs
-        if run.is_main and ((epoch + 1) % t.eval_every == 0 or last):
-            final_metrics = evaluate_model(model, data, cfg, device=run.device)
-            history.append({"kind": "eval", "epoch": epoch + 1, **final_metrics})
-        if run.is_main:
-            _append_log(run.run_dir, row)
-            if history and history[-1]["epoch"] == epoch + 1:
-                _append_log(run.run_dir, history[-1])
-            if (epoch + 1) % t.checkpoint_every == 0 or last:
-                _save(run, model, optimizer, center_optimizer, criterion, epoch + 1)
-        if dist.is_initialized():
-            dist.barrier()
 
-    if run.is_main and not final_metrics:
-        # Resumed after the last checkpoint but before the summary was written: score it.
-        final_metrics = evaluate_model(model, data, cfg, device=run.device)
-    wall = time.monotonic() - started
+def _train_epoch(
+    run: _Run,
+    parts: TrainingParts,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    epoch: int,
+    progress: bool,
+    stop_after_steps: int | None,
+) -> dict[str, Any] | None:
+    """One epoch of optimisation steps; its ``train`` log row, or None when the run stopped
+    after ``stop_after_steps`` steps (as if killed: no row, no checkpoint)."""
+    t, steps = run.cfg.train, run.steps_per_epoch
+    for group in parts.optimizer.param_groups:
+        group["lr"] = t.lr * lr_factor(epoch, run.cfg)
+    parts.forward.train()
+    sums: dict[str, torch.Tensor] = {}
+    epoch_start = time.monotonic()
+    epoch_images = 0
+    bar = tqdm(
+        total=steps,
+        desc=f"epoch {epoch + 1}/{t.epochs}",
+        leave=False,
+        disable=not (progress and run.is_main),
+        dynamic_ncols=True,
+    )
+    for step, (images, pids) in enumerate(batches):
+        if step >= steps:
+            break
+        losses = train_step(parts, images, pids, epoch=epoch, step=step)
+        for name, value in losses.items():
+            sums[name] = sums.get(name, 0.0) + value.detach()
+        epoch_images += images.shape[0] * run.world_size
+        run.steps_done += 1
+        bar.update(1)
+        if bar.n % 10 == 1 or bar.n == steps:  # a host sync: not every step
+            speed = epoch_images / max(time.monotonic() - epoch_start, 1e-9)
+            bar.set_postfix(
+                {k: f"{float(v) / (step + 1):.3f}" for k, v in sums.items()}
+                | {"img/s": f"{speed:.0f}"}
+            )
+        if stop_after_steps is not None and run.steps_done >= stop_after_steps:
+            bar.close()
+            return None
+    bar.close()
+    run.images_seen += epoch_images
+    seconds = time.monotonic() - epoch_start
+    return {
+        "kind": "train",
+        "epoch": epoch + 1,
+        "step": (epoch + 1) * steps,
+        "lr": parts.optimizer.param_groups[0]["lr"],
+        **{f"loss_{k}": float(v) / max(steps, 1) for k, v in sums.items()},
+        "images_per_s": epoch_images / max(seconds, 1e-9),
+        "epoch_seconds": seconds,
+        **memory_usage(run.device),
+    }
+
+
+def _evaluate_epoch(run: _Run, model: nn.Module, data, epoch: int) -> dict[str, Any] | None:
+    """The test metrics after ``epoch`` (0-based) when an evaluation is due there (every
+    ``train.eval_every`` epochs and after the last), on the main rank; else None."""
+    t = run.cfg.train
+    due = (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs
+    if not (run.is_main and due):
+        return None
+    return evaluate_model(model, data, run.cfg, device=run.device)
+
+
+def _log_and_checkpoint(
+    run: _Run,
+    parts: TrainingParts,
+    epoch: int,
+    row: dict[str, Any],
+    metrics: dict[str, Any] | None,
+) -> None:
+    """On the main rank: append the epoch's train row (and eval row) to ``metrics.jsonl``,
+    and save a checkpoint every ``train.checkpoint_every`` epochs and after the last."""
+    if not run.is_main:
+        return
+    t = run.cfg.train
+    _append_log(run.run_dir, row)
+    if metrics is not None:
+        _append_log(run.run_dir, {"kind": "eval", "epoch": epoch + 1, **metrics})
+    if (epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs:
+        _save(run, parts.model, parts.optimizer, parts.center_optimizer, parts.criterion, epoch + 1)
+
+
+def _write_summary(run: _Run, metrics: dict[str, Any], wall: float) -> dict[str, Any]:
+    """The run's final metrics with its time, speed, device and memory; written to
+    ``summary.json`` by the main rank."""
     summary = {
-        **final_metrics,
-        "epochs": t.epochs,
-        "epoch_definition": cfg.data.epoch,
-        "steps_per_epoch": steps_per_epoch,
+        **metrics,
+        "epochs": run.cfg.train.epochs,
+        "epoch_definition": run.cfg.data.epoch,
+        "steps_per_epoch": run.steps_per_epoch,
         "wall_seconds": wall,
-        "images_per_s": images_seen / max(wall, 1e-9),
+        "images_per_s": run.images_seen / max(wall, 1e-9),
         "device": str(run.device),
         "world_size": run.world_size,
         **memory_usage(run.device),
     }
     if run.is_main:
         (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return TrainResult(run_dir, summary)
+    return summary
 
 
 @dataclass
@@ -554,9 +617,6 @@ def check_train_images(
     Raises:
         DatasetError: some training image cannot be decoded.
     """
-    from canlib import datasets
-    from canlib.errors import DatasetError
-
     paths = sorted({str(r[0]) for r in records})
     listing = []
     for path in paths:
@@ -566,8 +626,7 @@ def check_train_images(
         except OSError:
             listing.append([path, -1, -1])  # check_images names it as missing
     key = hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:24]
-    root = Path(os.environ.get("CANLIB_CACHE", Path.home() / ".cache" / "canlib"))
-    stamp = root / "checked-images" / f"{key}.ok"
+    stamp = default_cache_dir() / "checked-images" / f"{key}.ok"
     if stamp.exists():
         return
     with warnings.catch_warnings():
@@ -599,7 +658,7 @@ def _image_cache_path(records, height: int, width: int) -> Path:
     key = hashlib.sha256(
         json.dumps([[str(r[0]), int(r[1]), int(r[2])] for r in records] + [height, width]).encode()
     ).hexdigest()[:16]
-    root = Path(os.environ.get("CANLIB_CACHE", Path.home() / ".cache" / "canlib"))
+    root = default_cache_dir()
     return root / "image-cache" / f"{key}-{height}x{width}.pt"
 
 
@@ -853,8 +912,6 @@ def evaluate_model(
     ``mINP`` and ``num_valid``; with ``return_raw`` also ``cmc``, ``distmat`` and the
     query/gallery ``q_pids``, ``g_pids``, ``q_camids``, ``g_camids``.
     """
-    from canlib.evaluate import evaluate_rank, pairwise_distance, re_rank, summarize
-
     rerank = cfg.eval.rerank if rerank is None else rerank
     qf, q_pids, q_camids = extract_features(model, data.query, cfg, device=device)
     gf, g_pids, g_camids = extract_features(model, data.gallery, cfg, device=device)

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from canlib.errors import ConfigError, NonFiniteError
+from canlib.rules import JUNK_PID  # gallery items with this pid never count (kept reads it)
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,6 @@ ArrayLike = np.ndarray | torch.Tensor
 
 METRICS = ("cosine", "euclidean")
 PROTOCOLS = ("market1501", "cuhk03-single-shot")
-JUNK_PID = -1  # gallery items with this pid never count (Market-1501's junk images)
 # Default bound on the number of distance entries handled at once (4M entries: 16 MB of
 # float32 distances, about 60 MB of temporaries). Ours.
 _CHUNK_ELEMS = 1 << 22

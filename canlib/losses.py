@@ -25,6 +25,11 @@ from torch import Tensor, nn
 
 from canlib.errors import ConfigError
 
+# The loss modes, as mode -> (use triplet, use center, clustering losses on every feature (else
+# global only)), are one table in canlib.rules, which canlib.config checks too.
+from canlib.rules import LOSS_MODE_TERMS as _MODES
+from canlib.rules import LOSS_MODES, check_loss_mode
+
 __all__ = [
     "LOSS_MODES",
     "CANLoss",
@@ -34,18 +39,6 @@ __all__ = [
     "pairwise_distances",
 ]
 
-# mode -> (use triplet, use center, clustering losses on every feature (else global only))
-_MODES: dict[str, tuple[bool, bool, bool]] = {
-    "ce": (False, False, False),
-    "ce+triplet": (True, False, False),
-    "ce+triplet+center": (True, True, False),
-    "global+local": (True, True, True),
-    # MGN (Wang et al. 2018; MGN-pytorch loss/__init__.py): softmax on all 8 features, averaged
-    # over the 8 classifiers; batch-hard triplet on the 3 global features, averaged over them;
-    # no center loss. The margin is loss.margin: MGN-pytorch's --margin default is 1.2.
-    "mgn": (True, False, False),
-}
-LOSS_MODES: tuple[str, ...] = tuple(_MODES)
 TRIPLET_REDUCTIONS = ("mean", "sum")
 
 
@@ -197,8 +190,7 @@ def _validate(
     mode: str,
     center_weight: float,
 ) -> list[bool]:
-    if mode not in _MODES:
-        raise ConfigError(f"unknown loss mode {mode!r}; valid: {', '.join(LOSS_MODES)}")
+    check_loss_mode(mode)
     for name, value in [
         ("num_classes", num_classes),
         ("num_features", num_features),

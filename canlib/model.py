@@ -40,6 +40,14 @@ from torch import Tensor, nn
 from torchvision.models import resnet as tv_resnet
 
 from canlib.errors import CheckpointError, ConfigError
+from canlib.rules import (
+    BACKBONE_ALIASES,
+    BACKBONES,
+    MODEL_NAMES,
+    check_backbone,
+    check_choice,
+    check_model_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +61,8 @@ __all__ = [
     "stripe_rows",
 ]
 
-# name -> (block, blocks per stage, torchvision builder, torchvision weights enum member)
+# name -> (block, blocks per stage, torchvision builder, torchvision weights enum member), for
+# each of canlib.rules.RESNETS; the narrow aliases live there too (BACKBONE_ALIASES).
 _RESNETS: dict[str, tuple[type[nn.Module], list[int], Any, Any]] = {
     "resnet18": (
         tv_resnet.BasicBlock,
@@ -74,13 +83,6 @@ _RESNETS: dict[str, tuple[type[nn.Module], list[int], Any, Any]] = {
         tv_resnet.ResNet50_Weights.IMAGENET1K_V1,
     ),
 }
-# Named shortcuts for narrow backbones: name -> (resnet, width multiplier).
-_ALIASES: dict[str, tuple[str, float]] = {
-    "resnet18-half": ("resnet18", 0.5),
-    "resnet18-quarter": ("resnet18", 0.25),
-}
-BACKBONES: tuple[str, ...] = tuple(sorted([*_RESNETS, *_ALIASES]))
-
 STRIPE_METHODS = ("adaptive", "eq1")
 POOLS = ("concat", "max", "avg")
 EMBEDDINGS = ("shared", "mgn")
@@ -94,15 +96,14 @@ TEST_FEATURES = ("bn", "pre_bn")
 
 def _resolve_backbone(backbone: str, width: float) -> tuple[str, float]:
     """Map a backbone name (possibly an alias) and width to (torchvision resnet name, width)."""
-    if backbone in _ALIASES:
+    check_backbone(backbone)
+    if backbone in BACKBONE_ALIASES:
         if width != 1.0:
             raise ConfigError(
                 f"backbone={backbone!r} already fixes the width; pass backbone="
-                f"{_ALIASES[backbone][0]!r} with width={width} instead"
+                f"{BACKBONE_ALIASES[backbone][0]!r} with width={width} instead"
             )
-        return _ALIASES[backbone]
-    if backbone not in _RESNETS:
-        raise ConfigError(f"unknown backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
+        return BACKBONE_ALIASES[backbone]
     if not (isinstance(width, (int, float)) and 0 < width <= 4 and round(64 * width) >= 4):
         raise ConfigError(
             f"width must be a number in (0, 4] giving >= 4 stem channels, got {width!r}"
@@ -465,11 +466,6 @@ def _validate_parts(parts: Any, height: int, input_size: tuple[int, int]) -> tup
     return parts
 
 
-def _choice(name: str, value: Any, valid: Sequence[str]) -> None:
-    if value not in valid:
-        raise ConfigError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
-
-
 class CANModel(nn.Module):
     """Collaborative Attention Network (Li et al.) and the ablations/baselines built from it.
 
@@ -575,7 +571,7 @@ class CANModel(nn.Module):
             ("split", split, SPLITS),
             ("test_features", test_features, TEST_FEATURES),
         ]:
-            _choice(name, value, valid)
+            check_choice(name, value, valid)
         self.input_size = tuple(input_size)
         self.parts = _validate_parts(parts, _map_size(input_size[0], 1), self.input_size)
         if not global_branch and not self.parts:
@@ -773,7 +769,6 @@ _PRESETS: dict[str, tuple[dict[str, Any], frozenset[str]]] = {
         frozenset({"parts", "collaborative", "global_branch"}),
     ),
 }
-MODEL_NAMES: tuple[str, ...] = tuple(sorted(_PRESETS))
 _NOT_OPTIONS = ("self", "num_classes")
 # Every keyword option of CANModel, read from its signature so the two cannot drift apart.
 _OPTIONS: tuple[str, ...] = tuple(
@@ -795,8 +790,7 @@ def build_model(name: str, num_classes: int, **options: Any) -> CANModel:
     Raises:
         ConfigError: unknown name or option, an option the name fixes, or an invalid value.
     """
-    if name not in _PRESETS:
-        raise ConfigError(f"unknown model {name!r}; valid: {', '.join(MODEL_NAMES)}")
+    check_model_name(name)
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
         raise ConfigError(f"unknown model option(s) {unknown}; valid: {', '.join(_OPTIONS)}")

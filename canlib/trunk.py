@@ -35,6 +35,7 @@ from canlib.config import (
     ModelConfig,
     TrainConfig,
 )
+from canlib.model import trunk_state_dict
 from canlib.synthetic import default_cache_dir
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,9 @@ def ensure_trunk(cfg: ExperimentConfig, *, progress: bool = True) -> Path:
     Returns:
         The path of ``trunk.pth``, a torchvision-named state dict for ``model.pretrained``.
     """
-    from canlib.engine import load_trained_model, train  # engine builds models through here
-    from canlib.model import trunk_state_dict
+    # Imported here: engine imports this module at its top (it builds models through
+    # ensure_trunk), so a top-level import would be a cycle.
+    from canlib.engine import load_trained_model, train
 
     folder = trunk_dir(cfg)
     path = folder / "trunk.pth"

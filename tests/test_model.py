@@ -435,3 +435,10 @@ def test_trunk_of_a_model_loads_into_a_narrow_resnet(tmp_path, name):
             assert torch.equal(p, q)
     with pytest.raises(ConfigError, match="full-width"):
         build_resnet("resnet18-quarter", pretrained=True)
+
+
+def test_the_builders_tables_cover_the_rules_names():
+    from canlib import model, rules
+
+    assert set(model._PRESETS) == set(rules.MODEL_NAMES)
+    assert set(model._RESNETS) == set(rules.RESNETS)

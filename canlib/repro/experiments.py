@@ -26,6 +26,7 @@ from canlib.config import (
     describe_sources,
 )
 from canlib.errors import ConfigError
+from canlib.repro import paper
 
 
 def _paper() -> ExperimentConfig:
@@ -290,8 +291,6 @@ class Claim:
 
 def paper_value(table: str, row: str, metric: str = "mAP") -> float | None:
     """The paper's number for one of our rows (percent), or None where it reports none."""
-    from canlib.repro import paper
-
     if table not in PAPER_TABLE_OF:
         return None
     columns, rows = paper.TABLES[PAPER_TABLE_OF[table]]

@@ -26,6 +26,7 @@ from canlib import trunk
 from canlib.config import parse_overrides
 from canlib.errors import CanlibError, ConfigError
 from canlib.repro.experiments import profile
+from canlib.repro.results import environment
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +88,6 @@ def reproduce(
         path.mkdir(parents=True, exist_ok=True)
     manifest_path = dirs["results"] / "manifest.json"
     previous = _keep_previous_manifest(manifest_path)
-    from canlib.repro.results import environment
-
     manifest: dict[str, Any] = {
         "profile": profile_name,
         "overrides": override_list,

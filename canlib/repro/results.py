@@ -23,9 +23,12 @@ from typing import Any
 
 import pandas as pd
 
+from canlib import checkpoint
 from canlib.config import SYNTHETIC_TRUNK, ExperimentConfig
+from canlib.engine import build_data, evaluate_model, load_trained_model, resolve_device, train
 from canlib.errors import ConfigError
 from canlib.repro import stats
+from canlib.repro.paper import paper_rows
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +58,6 @@ def run_experiment(
         The run's summary (metrics in percent, wall time, speed, memory) plus ``run_dir``
         and ``reused`` (True when nothing was trained).
     """
-    from canlib.engine import train
-
     run_dir = run_dir_for(cfg, runs_root)
     summary_path = run_dir / "summary.json"
     if force and run_dir.exists():
@@ -129,8 +130,6 @@ def score_checkpoint(path: str | Path, cfg: ExperimentConfig) -> dict[str, Any]:
     The model (architecture, input size) comes from the checkpoint's own config; only the
     dataset and the evaluation settings come from ``cfg``.
     """
-    from canlib.engine import build_data, evaluate_model, load_trained_model, resolve_device
-
     device = resolve_device(cfg.train.device)
     model, trained = load_trained_model(path, device=device)
     d = cfg.data
@@ -149,8 +148,6 @@ def score_checkpoint(path: str | Path, cfg: ExperimentConfig) -> dict[str, Any]:
 
 def final_checkpoint(run_dir: str | Path) -> Path:
     """The newest checkpoint file of a finished run (what later notebooks reuse)."""
-    from canlib import checkpoint
-
     files = checkpoint.list_checkpoints(Path(run_dir))
     if not files:
         raise ConfigError(f"run folder {run_dir} has no checkpoint; train it first")
@@ -182,8 +179,6 @@ def seeds_table(
         ``<m> ci`` (``"±x.x"``, the interval's half-width; ``"n/a (1 seed)"`` with one
         seed) and ``<m> paper``.
     """
-    from canlib.repro.paper import paper_rows
-
     reference = {r["row"]: r for r in paper_rows(paper_table)} if paper_table else {}
     out = []
     for name in rows or list(per_row_seeds):

@@ -29,10 +29,13 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor, nn
 
+from canlib import synthetic
 from canlib.data.transforms import decode_image
 from canlib.errors import ConfigError, DatasetError, DatasetNotFoundError
 from canlib.evaluate import ranked_gallery
 from canlib.repro import stats
+from canlib.rules import JUNK_PID  # never a match, never shown in a ranked list
+from canlib.synthetic import ACCESSORY_COLOURS
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +64,6 @@ __all__ = [
     "training_curves",
 ]
 
-JUNK_PID = -1
-"""Market-1501's junk pid: never a match, never shown in a ranked list."""
 DISTRACTOR_PID = 0
 """Market-1501's distractor pid: an ordinary negative."""
 HIT_COLOR = "green"
@@ -323,9 +324,6 @@ def family_grid(
     Returns:
         A figure with ``families x (largest family size)`` axes, one row per family.
     """
-    # Imported here: the synthetic generator is only needed for this figure.
-    from canlib import synthetic
-
     info = (
         dict(root_or_info)
         if isinstance(root_or_info, Mapping)
@@ -356,8 +354,6 @@ def family_grid(
 
 def _detail_label(value: Any) -> str:
     """A detail value in words: an accessory colour's name, ``none`` for absent, else str."""
-    from canlib.synthetic import ACCESSORY_COLOURS
-
     if value is None:
         return "none"
     if isinstance(value, (tuple, list)):

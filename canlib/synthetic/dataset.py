@@ -19,6 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from canlib.errors import ConfigError, DatasetError, DatasetNotFoundError
+from canlib.rules import JUNK_PID
 from canlib.synthetic.render import _render, render_person
 from canlib.synthetic.world import (
     ACCESSORY_COLOURS,
@@ -96,7 +97,7 @@ class _Frames:
 
 def _file_name(pid: int, camera: int, frame: tuple[int, int, int]) -> str:
     seq, number, box = frame
-    prefix = "-1" if pid == -1 else f"{pid:04d}"
+    prefix = "-1" if pid == JUNK_PID else f"{pid:04d}"
     return f"{prefix}_c{camera + 1}s{seq}_{number:06d}_{box:02d}.jpg"
 
 
@@ -150,7 +151,7 @@ def _plan(config: SyntheticConfig) -> tuple[dict[str, Any], list[_Item]]:
         "singletons": singletons,
         "identities": {str(pid): identities[pid].to_dict() for pid in sorted(identities)},
     }
-    info["counts"]["junk"] = sum(it.pid == -1 for it in items)
+    info["counts"]["junk"] = sum(it.pid == JUNK_PID for it in items)
     info["counts"]["distractors"] = sum(it.pid == 0 for it in items)
     return info, items
 
@@ -191,10 +192,10 @@ def _extra_items(
 ) -> list[_Item]:
     """Junk (pid -1, bad crops of people) and distractors (pid 0, background-only boxes)."""
     items = []
-    for pid, count in ((-1, config.num_junk), (0, config.num_distractors)):
+    for pid, count in ((JUNK_PID, config.num_junk), (0, config.num_distractors)):
         for _ in range(count):
             cam = int(rng.choice(config.num_cameras, p=popularity))
-            crop = JUNK_CROPS[rng.integers(len(JUNK_CROPS))] if pid == -1 else "background"
+            crop = JUNK_CROPS[rng.integers(len(JUNK_CROPS))] if pid == JUNK_PID else "background"
             name = _file_name(pid, cam, frames.tracklet(cam, 1)[0])
             items.append(_Item("bounding_box_test", name, pid, cam, None, crop))
     return items
@@ -216,7 +217,7 @@ def _render_item(
         pose = sample_pose(rng, camera)
         image, labels = _render(None, camera, pose, rng, size, 0.6)
     else:
-        if item.pid == -1:  # junk: a bad crop of some passer-by
+        if item.pid == JUNK_PID:  # junk: a bad crop of some passer-by
             attrs = sample_attributes(
                 np.random.default_rng([config.seed, _JUNK_PERSON_STREAM, index])
             )
