@@ -1,7 +1,9 @@
 """What the notebooks call: validated parameters, cached table runs and post-conditions.
 
-Each notebook's first cell holds papermill parameters; its second cell passes them to
-:func:`start`, which validates every one of them (a bad value fails there, in one
+Each notebook's first cell holds the papermill parameters a reader changes (profile,
+dataset, data_root, device, seed, overrides) and one ``options`` dict for the plumbing
+(:data:`OPTIONS`: output folders, retraining, a checkpoint to score); its second cell passes
+them to :func:`start`, which validates every one of them (a bad value fails there, in one
 sentence, not an hour later) and returns a :class:`NotebookRun` that knows the profile,
 the overrides and where results, figures and runs go.
 """
@@ -249,22 +251,34 @@ class NotebookRun:
         print(compare_with_reference(self, table, measured))
 
 
+# What a notebook's ``options`` parameter may hold, with what each does. These are the
+# plumbing of a run (where outputs go, retraining, scoring instead of training), set by
+# ``python -m canlib reproduce`` or by hand; the parameters cell keeps only what a reader changes.
+OPTIONS = {
+    "epochs": "train this many epochs instead of the profile's (its milestones rescaled)",
+    "force": "True: retrain runs that are already cached",
+    "checkpoint": "a CAN checkpoint trained elsewhere: scored in place of training the CAN rows",
+    "results_dir": "where tables go (default results/<profile>)",
+    "figures_dir": "where figures go (default figures/<profile>)",
+    "runs_dir": "where trained runs are cached (default <results_dir>/runs)",
+}
+
+
 def start(
     profile: str = "smoke",
-    *,
     dataset: str | None = None,
     data_root: str | None = None,
     device: str = "auto",
-    epochs: int | None = None,
     seed: int = 0,
     overrides: list[str] | dict[str, Any] | None = None,
-    force: bool = False,
-    results_dir: str | None = None,
-    figures_dir: str | None = None,
-    runs_dir: str | None = None,
-    checkpoint: str | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> NotebookRun:
     """Validate a notebook's parameters and set up its output folders.
+
+    The notebooks call ``start(profile, dataset, data_root, device, seed, overrides,
+    options)`` with their parameters cell's values. ``options`` holds the rarely set
+    plumbing, every key optional (:data:`OPTIONS`): ``epochs``, ``force``, ``checkpoint``,
+    ``results_dir``, ``figures_dir`` and ``runs_dir``.
 
     Output folders default to ``results/<profile>``, ``figures/<profile>`` and
     ``results/<profile>/runs`` under ``$CANLIB_OUTPUT_ROOT`` (the repository when unset;
@@ -274,16 +288,20 @@ def start(
     notebook's dataset in place of training the CAN rows.
 
     Raises:
-        ConfigError: any bad parameter, named, before work starts.
+        ConfigError: any bad parameter or option, named, before work starts.
     """
+    opts = _options(options)
+    epochs, force, checkpoint = opts.get("epochs"), opts.get("force", False), opts.get("checkpoint")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"parameter seed must be a non-negative integer (got {seed!r})")
-    if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
-        raise ConfigError(f"parameter epochs must be None or a positive integer (got {epochs!r})")
+    if epochs is not None and (
+        not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1
+    ):
+        raise ConfigError(f"option epochs must be None or a positive integer (got {epochs!r})")
     if not isinstance(force, bool):
-        raise ConfigError(f"parameter force must be True or False (got {force!r})")
+        raise ConfigError(f"option force must be True or False (got {force!r})")
     if checkpoint is not None and not Path(checkpoint).is_file():
-        raise ConfigError(f"parameter checkpoint: no file at {checkpoint}")
+        raise ConfigError(f"option checkpoint: no file at {checkpoint}")
     items = [f"{k}={v}" for k, v in parse_overrides(overrides).items()]
     if dataset:
         items.append(f"data.dataset={dataset}")
@@ -301,19 +319,40 @@ def start(
         )
     _validated(profile, items)
     root = Path(os.environ.get("CANLIB_OUTPUT_ROOT", REPO_ROOT))
-    results_path = Path(results_dir) if results_dir else root / "results" / profile
+    results_dir = Path(opts.get("results_dir") or root / "results" / profile)
     run = NotebookRun(
         profile=profile,
         overrides=items,
-        results_dir=results_path,
-        figures_dir=Path(figures_dir) if figures_dir else root / "figures" / profile,
-        runs_dir=Path(runs_dir) if runs_dir else results_path / "runs",
+        results_dir=results_dir,
+        figures_dir=Path(opts.get("figures_dir") or root / "figures" / profile),
+        runs_dir=Path(opts.get("runs_dir") or results_dir / "runs"),
         force=force,
         checkpoint=Path(checkpoint) if checkpoint else None,
     )
     for path in (run.results_dir, run.figures_dir, run.runs_dir):
         path.mkdir(parents=True, exist_ok=True)
     return run
+
+
+def _options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options`` as a dict, refusing an unknown key or a folder that is no path."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ConfigError(
+            f"parameter options must be a dict such as {{'force': True}} (got {options!r})"
+        )
+    unknown = sorted(str(key) for key in options if key not in OPTIONS)
+    if unknown:
+        raise ConfigError(
+            f"parameter options: unknown key {', '.join(map(repr, unknown))}; "
+            f"known keys: {', '.join(OPTIONS)}"
+        )
+    for key in ("checkpoint", "results_dir", "figures_dir", "runs_dir"):
+        value = options.get(key)
+        if value is not None and not isinstance(value, str | os.PathLike):
+            raise ConfigError(f"option {key} must be a path or None (got {value!r})")
+    return dict(options)
 
 
 def profile_epochs(name: str) -> int:
@@ -593,9 +632,11 @@ def reference_values(
     run = start(
         profile_name,
         overrides=overrides,
-        results_dir=str(out_root / "results"),
-        figures_dir=str(out_root / "figures"),
-        runs_dir=str(out_root / "runs"),
+        options={
+            "results_dir": str(out_root / "results"),
+            "figures_dir": str(out_root / "figures"),
+            "runs_dir": str(out_root / "runs"),
+        },
     )
 
     data = engine.build_data(run.base_config())
