@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from canlib.errors import ConfigError
 from canlib.repro import notebook
+from canlib.repro.reproduce import notebook_parameters, output_dirs
 
 
 def test_family_confusions_by_hand():
@@ -68,3 +70,95 @@ def test_body_share_is_the_maps_mass_inside_the_person_mask(tmp_path, monkeypatc
         )
         is None
     )
+
+
+# ----------------------------------------------------------------------------- start()
+
+
+@pytest.fixture
+def output_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("CANLIB_OUTPUT_ROOT", str(tmp_path))
+    return tmp_path
+
+
+def test_start_puts_outputs_under_the_output_root_by_default(output_root):
+    run = notebook.start("smoke", device="cpu", seed=2, overrides=["data.pad=2"])
+    assert run.results_dir == output_root / "results" / "smoke"
+    assert run.figures_dir == output_root / "figures" / "smoke"
+    assert run.runs_dir == output_root / "results" / "smoke" / "runs"
+    assert all(p.is_dir() for p in (run.results_dir, run.figures_dir, run.runs_dir))
+    assert not run.force and run.checkpoint is None
+    cfg = run.base_config()
+    assert (cfg.train.seed, cfg.data.pad, cfg.train.device) == (2, 2, "cpu")
+
+
+def test_start_takes_the_plumbing_from_options(output_root, tmp_path):
+    checkpoint = tmp_path / "can.pt"
+    checkpoint.write_bytes(b"not read by start")
+    options = {
+        "force": True,
+        "checkpoint": str(checkpoint),
+        "results_dir": str(tmp_path / "r"),
+        "figures_dir": str(tmp_path / "f"),
+        "runs_dir": str(tmp_path / "cache"),
+    }
+    run = notebook.start("smoke", None, None, "cpu", 0, [], options)
+    assert run.force and run.checkpoint == checkpoint
+    assert (run.results_dir, run.figures_dir, run.runs_dir) == (
+        tmp_path / "r",
+        tmp_path / "f",
+        tmp_path / "cache",
+    )
+    # runs_dir follows a custom results_dir unless it is set itself.
+    run = notebook.start("smoke", options={"results_dir": str(tmp_path / "r2")})
+    assert run.runs_dir == tmp_path / "r2" / "runs"
+
+
+def test_start_option_epochs_rescales_the_profiles_milestones(output_root):
+    # synthetic: 4 epochs, one decay at epoch 3; 8 epochs decay at 6.
+    cfg = notebook.start("synthetic", options={"epochs": 8}).base_config()
+    assert (cfg.train.epochs, cfg.train.milestones) == (8, (6,))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"seed": -1}, r"parameter seed must be a non-negative integer \(got -1\)"),
+        ({"seed": True}, r"parameter seed must be a non-negative integer \(got True\)"),
+        ({"dataset": "market"}, r"bad notebook parameter: data.dataset must be one of"),
+        ({"overrides": ["train.lrr=1"]}, r"bad notebook parameter: .*'lrr'"),
+        ({"overrides": ["pad"]}, r"override 'pad' must look like 'section.field=value'"),
+        ({"options": ["force"]}, r"parameter options must be a dict such as"),
+        ({"options": {"forse": True}}, r"parameter options: unknown key 'forse'; known keys: "),
+        ({"options": {"force": "yes"}}, r"option force must be True or False \(got 'yes'\)"),
+        ({"options": {"epochs": 0}}, r"option epochs must be None or a positive integer"),
+        ({"options": {"checkpoint": "/nowhere/can.pt"}}, r"option checkpoint: no file at"),
+        ({"options": {"runs_dir": 3}}, r"option runs_dir must be a path or None \(got 3\)"),
+    ],
+)
+def test_start_refuses_a_bad_parameter_in_one_sentence_before_any_folder(
+    output_root, kwargs, message
+):
+    with pytest.raises(ConfigError, match=message) as caught:
+        notebook.start("smoke", **kwargs)
+    assert "\n" not in str(caught.value)
+    assert not (output_root / "results").exists()
+
+
+def test_reproduce_sends_parameters_that_start_accepts(output_root, tmp_path, monkeypatch):
+    # The runner's parameters and start()'s signature are one contract: papermill injects
+    # these names into the parameters cell, whose values the notebook passes to start().
+    dirs = output_dirs("smoke", tmp_path / "repo")
+    cwd = tmp_path / "repo" / "notebooks"
+    cwd.mkdir(parents=True)
+    params = notebook_parameters("smoke", ["data.pad=2"], "cpu", True, dirs, cwd=cwd)
+    assert params["options"]["results_dir"] == "../results/smoke"
+    monkeypatch.chdir(cwd)
+    run = notebook.start(**params)
+    assert run.force and run.base_config().data.pad == 2
+    assert (run.results_dir, run.figures_dir, run.runs_dir) == (
+        Path("../results/smoke"),
+        Path("../figures/smoke"),
+        Path("../results/smoke/runs"),
+    )
+    assert (tmp_path / "repo" / "figures" / "smoke").is_dir()

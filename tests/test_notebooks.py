@@ -35,9 +35,20 @@ def test_first_code_cell_is_the_parameters_cell(path):
     book = nbformat.read(path, as_version=4)
     code = [c for c in book.cells if c.cell_type == "code"]
     assert "parameters" in code[0].metadata.get("tags", [])
-    for name in ("profile", "dataset", "data_root", "device", "epochs", "seed", "overrides"):
-        assert re.search(rf"^{name} = ", code[0].source, re.MULTILINE), name
+    # What a reader changes, and one options dict for the plumbing (output folders, force,
+    # checkpoint, epochs): nothing else.
+    names = re.findall(r"^(\w+) = ", code[0].source, re.MULTILINE)
+    assert names == ["profile", "dataset", "data_root", "device", "seed", "overrides", "options"]
     assert book.metadata["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
+def test_second_code_cell_passes_the_parameters_to_start_in_one_line(path):
+    code = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    calls = [line for line in code[1].source.splitlines() if "notebook.start(" in line]
+    assert calls == [
+        "run = notebook.start(profile, dataset, data_root, device, seed, overrides, options)"
+    ]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)

@@ -54,7 +54,7 @@ def test_an_interrupted_reproduction_redoes_only_what_is_missing(table4_root):
     executed = results / "notebooks" / "05_table4_losses.ipynb"
     assert str(table4_root) not in executed.read_text() and str(REPO) not in executed.read_text()
     book = nbformat.read(executed, as_version=4)
-    assert book.metadata["papermill"]["parameters"]["results_dir"] == "../results/smoke"
+    assert book.metadata["papermill"]["parameters"]["options"]["results_dir"] == "../results/smoke"
     assert book.metadata["papermill"]["input_path"] == "notebooks/05_table4_losses.ipynb"
 
 

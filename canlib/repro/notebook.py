@@ -1,7 +1,9 @@
 """What the notebooks call: validated parameters, cached table runs and post-conditions.
 
-Each notebook's first cell holds papermill parameters; its second cell passes them to
-:func:`start`, which validates every one of them (a bad value fails there, in one
+Each notebook's first cell holds the papermill parameters a reader changes (profile,
+dataset, data_root, device, seed, overrides) and one ``options`` dict for the plumbing
+(:data:`OPTIONS`: output folders, retraining, a checkpoint to score); its second cell passes
+them to :func:`start`, which validates every one of them (a bad value fails there, in one
 sentence, not an hour later) and returns a :class:`NotebookRun` that knows the profile,
 the overrides and where results, figures and runs go.
 """
@@ -16,9 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from canlib import engine
 from canlib.config import ExperimentConfig, parse_overrides
 from canlib.errors import ConfigError
-from canlib.repro.experiments import TABLES, experiment, profile
+from canlib.evaluate import ranked_gallery
+from canlib.repro import results, stats, viz
+from canlib.repro.experiments import (
+    CLAIMS,
+    OPEN_CHOICES,
+    PAPER_TABLE_OF,
+    TABLES,
+    experiment,
+    profile,
+)
+from canlib.synthetic import render_masks
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Reference values of the committed notebooks' default run, with tolerances measured across
@@ -46,9 +59,8 @@ class NotebookRun:
     @property
     def device(self):
         """Where this notebook's models run (``train.device`` resolved: CUDA when present)."""
-        from canlib.engine import resolve_device
 
-        return resolve_device(self.base_config().train.device)
+        return engine.resolve_device(self.base_config().train.device)
 
     def base_config(self) -> ExperimentConfig:
         """The profile's config with this run's overrides."""
@@ -66,15 +78,16 @@ class NotebookRun:
         ``eval_every`` evaluates a newly trained run more often than its profile does (for a
         test-metric curve); it changes no weight, so the run is the row's cached one.
         """
-        from canlib.repro.results import run_experiment, score_checkpoint
 
         if self.checkpoint is not None and (table, row) in CAN_ROWS:
-            metrics = score_checkpoint(self.checkpoint, self.base_config())
+            metrics = results.score_checkpoint(self.checkpoint, self.base_config())
         else:
             cfg = self.config(table, row)
             if eval_every is not None:
                 cfg = cfg.with_overrides({"train.eval_every": eval_every}).validate()
-            metrics = run_experiment(cfg, self.runs_dir, force=self.force, progress=progress)
+            metrics = results.run_experiment(
+                cfg, self.runs_dir, force=self.force, progress=progress
+            )
         self.measured.setdefault(table, {})[row] = metrics
         return metrics
 
@@ -85,12 +98,11 @@ class NotebookRun:
         from a user's ``checkpoint`` is one run, so one seed. Returns one metrics dict per seed
         (percent, with ``seed``); :attr:`measured` gets their mean.
         """
-        from canlib.repro.results import run_seeds
 
         if self.checkpoint is not None and (table, row) in CAN_ROWS:
             per_seed = [{**self.run(table, row), "seed": self.config(table, row).train.seed}]
         else:
-            per_seed = run_seeds(
+            per_seed = results.run_seeds(
                 self.config(table, row), self.runs_dir, force=self.force, progress=False
             )
         self.seeds.setdefault(table, {})[row] = per_seed
@@ -110,10 +122,8 @@ class NotebookRun:
     def seeds_table(self, table: str, metrics: tuple[str, ...] = ("mAP", "rank1")):
         """Mean and 95% interval over seeds per row of ``table``, the paper's number beside
         it as a reference (:func:`canlib.repro.results.seeds_table`)."""
-        from canlib.repro.experiments import PAPER_TABLE_OF
-        from canlib.repro.results import seeds_table
 
-        return seeds_table(
+        return results.seeds_table(
             self.seeds.get(table, {}),
             PAPER_TABLE_OF.get(table),
             metrics=metrics,
@@ -131,8 +141,6 @@ class NotebookRun:
             ``(table, sentences)``: the :func:`canlib.repro.stats.claims_table` frame and one
             generated sentence per claim.
         """
-        from canlib.repro import stats
-        from canlib.repro.experiments import CLAIMS
 
         chosen = [c for c in CLAIMS if tables is None or c.table in set(tables)]
         per_row: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -161,14 +169,12 @@ class NotebookRun:
         """
         import pandas as pd
 
-        from canlib.repro import stats
-        from canlib.repro.experiments import OPEN_CHOICES
-        from canlib.repro.results import run_seeds
-
         lines = []
         for choice in OPEN_CHOICES:
             base = self.config(*choice.row).with_overrides(dict(choice.default_overrides))
-            default = run_seeds(base.validate(), self.runs_dir, force=self.force, progress=False)
+            default = results.run_seeds(
+                base.validate(), self.runs_dir, force=self.force, progress=False
+            )
             if choice.eval_only:
                 alternative = [
                     {
@@ -179,7 +185,9 @@ class NotebookRun:
                 ]
             else:
                 alt_cfg = base.with_overrides(dict(choice.alternative_overrides)).validate()
-                alternative = run_seeds(alt_cfg, self.runs_dir, force=self.force, progress=False)
+                alternative = results.run_seeds(
+                    alt_cfg, self.runs_dir, force=self.force, progress=False
+                )
             a, b = (stats.seed_values(runs, "mAP") for runs in (alternative, default))
             common = sorted(set(a) & set(b))
             effect = stats.paired_effect([a[i] for i in common], [b[i] for i in common])
@@ -203,21 +211,21 @@ class NotebookRun:
 
     def rescore(self, checkpoint: str | Path, eval_overrides: dict[str, Any]) -> dict[str, Any]:
         """Metrics of a trained checkpoint under other test-time settings (``eval.*``)."""
-        from canlib.engine import build_data, evaluate_model, load_trained_model
 
-        model, cfg = load_trained_model(checkpoint, self.device, eval_overrides=eval_overrides)
-        return evaluate_model(model, build_data(cfg), cfg)
+        model, cfg = engine.load_trained_model(
+            checkpoint, self.device, eval_overrides=eval_overrides
+        )
+        return engine.evaluate_model(model, engine.build_data(cfg), cfg)
 
     def body_shares(self, table: str, row: str) -> list[dict[str, Any]]:
         """Per seed, the share of layer-4 activation mass inside the person masks, in
         percent (:func:`body_share`), added to the row's per-seed metrics."""
-        from canlib.engine import build_data, load_trained_model
 
         per_seed = self.seeds.get(table, {}).get(row) or self.run_seeds(table, row)
-        data = build_data(self.config(table, row))
+        data = engine.build_data(self.config(table, row))
         out = []
         for metrics in per_seed:
-            model, cfg = load_trained_model(metrics["checkpoint"], self.device)
+            model, cfg = engine.load_trained_model(metrics["checkpoint"], self.device)
             share = body_share(model, data, cfg)
             out.append({**metrics, **({} if share is None else {"body_share": share})})
         self.seeds[table][row] = out
@@ -225,9 +233,8 @@ class NotebookRun:
 
     def description(self) -> str:
         """An honest sentence on what this notebook's numbers were measured on."""
-        from canlib.repro.results import run_description
 
-        return run_description(self.base_config())
+        return results.run_description(self.base_config())
 
     def check_reference(
         self, table: str, measured: Mapping[str, Mapping[str, Any]] | None = None
@@ -244,22 +251,34 @@ class NotebookRun:
         print(compare_with_reference(self, table, measured))
 
 
+# What a notebook's ``options`` parameter may hold, with what each does. These are the
+# plumbing of a run (where outputs go, retraining, scoring instead of training), set by
+# ``python -m canlib reproduce`` or by hand; the parameters cell keeps only what a reader changes.
+OPTIONS = {
+    "epochs": "train this many epochs instead of the profile's (its milestones rescaled)",
+    "force": "True: retrain runs that are already cached",
+    "checkpoint": "a CAN checkpoint trained elsewhere: scored in place of training the CAN rows",
+    "results_dir": "where tables go (default results/<profile>)",
+    "figures_dir": "where figures go (default figures/<profile>)",
+    "runs_dir": "where trained runs are cached (default <results_dir>/runs)",
+}
+
+
 def start(
     profile: str = "smoke",
-    *,
     dataset: str | None = None,
     data_root: str | None = None,
     device: str = "auto",
-    epochs: int | None = None,
     seed: int = 0,
     overrides: list[str] | dict[str, Any] | None = None,
-    force: bool = False,
-    results_dir: str | None = None,
-    figures_dir: str | None = None,
-    runs_dir: str | None = None,
-    checkpoint: str | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> NotebookRun:
     """Validate a notebook's parameters and set up its output folders.
+
+    The notebooks call ``start(profile, dataset, data_root, device, seed, overrides,
+    options)`` with their parameters cell's values. ``options`` holds the rarely set
+    plumbing, every key optional (:data:`OPTIONS`): ``epochs``, ``force``, ``checkpoint``,
+    ``results_dir``, ``figures_dir`` and ``runs_dir``.
 
     Output folders default to ``results/<profile>``, ``figures/<profile>`` and
     ``results/<profile>/runs`` under ``$CANLIB_OUTPUT_ROOT`` (the repository when unset;
@@ -269,16 +288,20 @@ def start(
     notebook's dataset in place of training the CAN rows.
 
     Raises:
-        ConfigError: any bad parameter, named, before work starts.
+        ConfigError: any bad parameter or option, named, before work starts.
     """
+    opts = _options(options)
+    epochs, force, checkpoint = opts.get("epochs"), opts.get("force", False), opts.get("checkpoint")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"parameter seed must be a non-negative integer (got {seed!r})")
-    if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
-        raise ConfigError(f"parameter epochs must be None or a positive integer (got {epochs!r})")
+    if epochs is not None and (
+        not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1
+    ):
+        raise ConfigError(f"option epochs must be None or a positive integer (got {epochs!r})")
     if not isinstance(force, bool):
-        raise ConfigError(f"parameter force must be True or False (got {force!r})")
+        raise ConfigError(f"option force must be True or False (got {force!r})")
     if checkpoint is not None and not Path(checkpoint).is_file():
-        raise ConfigError(f"parameter checkpoint: no file at {checkpoint}")
+        raise ConfigError(f"option checkpoint: no file at {checkpoint}")
     items = [f"{k}={v}" for k, v in parse_overrides(overrides).items()]
     if dataset:
         items.append(f"data.dataset={dataset}")
@@ -296,19 +319,40 @@ def start(
         )
     _validated(profile, items)
     root = Path(os.environ.get("CANLIB_OUTPUT_ROOT", REPO_ROOT))
-    results = Path(results_dir) if results_dir else root / "results" / profile
+    results_dir = Path(opts.get("results_dir") or root / "results" / profile)
     run = NotebookRun(
         profile=profile,
         overrides=items,
-        results_dir=results,
-        figures_dir=Path(figures_dir) if figures_dir else root / "figures" / profile,
-        runs_dir=Path(runs_dir) if runs_dir else results / "runs",
+        results_dir=results_dir,
+        figures_dir=Path(opts.get("figures_dir") or root / "figures" / profile),
+        runs_dir=Path(opts.get("runs_dir") or results_dir / "runs"),
         force=force,
         checkpoint=Path(checkpoint) if checkpoint else None,
     )
     for path in (run.results_dir, run.figures_dir, run.runs_dir):
         path.mkdir(parents=True, exist_ok=True)
     return run
+
+
+def _options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options`` as a dict, refusing an unknown key or a folder that is no path."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ConfigError(
+            f"parameter options must be a dict such as {{'force': True}} (got {options!r})"
+        )
+    unknown = sorted(str(key) for key in options if key not in OPTIONS)
+    if unknown:
+        raise ConfigError(
+            f"parameter options: unknown key {', '.join(map(repr, unknown))}; "
+            f"known keys: {', '.join(OPTIONS)}"
+        )
+    for key in ("checkpoint", "results_dir", "figures_dir", "runs_dir"):
+        value = options.get(key)
+        if value is not None and not isinstance(value, str | os.PathLike):
+            raise ConfigError(f"option {key} must be a path or None (got {value!r})")
+    return dict(options)
 
 
 def profile_epochs(name: str) -> int:
@@ -379,7 +423,6 @@ def mean_over_seeds(per_seed: list[Mapping[str, Any]]) -> dict[str, Any]:
 
 def check_choices(choices) -> None:
     """Post-condition of notebook 08: every open choice measured, in order, with a verdict."""
-    from canlib.repro.experiments import OPEN_CHOICES
 
     expected = [c.choice for c in OPEN_CHOICES]
     if list(choices["choice"]) != expected:
@@ -410,7 +453,6 @@ def figure_inputs(data, cfg: ExperimentConfig, count: int = 4):
     import torch
 
     from canlib.data.transforms import build_test_transform, decode_image, resize
-    from canlib.engine import transform_config
 
     pairs = []
     for q in data.query:
@@ -421,7 +463,7 @@ def figure_inputs(data, cfg: ExperimentConfig, count: int = 4):
             break
     if not pairs:
         raise ConfigError("no query has a cross-camera match in the gallery; cannot draw Figure 4")
-    transform = build_test_transform(transform_config(cfg))
+    transform = build_test_transform(engine.transform_config(cfg))
     queries = torch.stack([transform(decode_image(q[0])) for q, _ in pairs])
     matches = torch.stack([transform(decode_image(g[0])) for _, g in pairs])
     raw = [
@@ -455,7 +497,6 @@ def fingerprint(cfg: ExperimentConfig, data=None) -> dict[str, dict[str, float]]
     """
     import torch
 
-    from canlib import engine
     from canlib.data.transforms import build_test_transform, decode_image
 
     data = engine.build_data(cfg) if data is None else data
@@ -533,9 +574,7 @@ def compare_with_reference(
         ):
             continue
         if data is None:
-            from canlib.engine import build_data
-
-            data = build_data(cfg)
+            data = engine.build_data(cfg)
         found = fingerprint(cfg, data)
         found["trained"] = {name: float(metrics[name]) for name in TRAINED_METRICS}
         for quantity in ("loss", "untrained", "trained"):
@@ -593,13 +632,14 @@ def reference_values(
     run = start(
         profile_name,
         overrides=overrides,
-        results_dir=str(out_root / "results"),
-        figures_dir=str(out_root / "figures"),
-        runs_dir=str(out_root / "runs"),
+        options={
+            "results_dir": str(out_root / "results"),
+            "figures_dir": str(out_root / "figures"),
+            "runs_dir": str(out_root / "runs"),
+        },
     )
-    from canlib.engine import build_data
 
-    data = build_data(run.base_config())
+    data = engine.build_data(run.base_config())
     values: dict[str, dict[str, dict[str, Any]]] = {}
     for table, rows in TABLES.items():
         for row in rows:
@@ -635,16 +675,13 @@ def body_share(model, data, cfg: ExperimentConfig, count: int = 64) -> float | N
     import torch
 
     from canlib.data.transforms import build_test_transform, decode_image
-    from canlib.engine import transform_config
-    from canlib.repro import viz
-    from canlib.synthetic import render_masks
 
     if cfg.data.dataset != "synthetic":
         return None
     records = list(data.query)[:count]
     names = [str(Path(r[0]).relative_to(data.root)) for r in records]
     masks = render_masks(data.root, names)
-    transform = build_test_transform(transform_config(cfg))
+    transform = build_test_transform(engine.transform_config(cfg))
     images = torch.stack([transform(decode_image(r[0])) for r in records])
     heat = torch.as_tensor(viz.combine_maps(viz.branch_maps(model, images)))
     shares = []
@@ -675,7 +712,6 @@ def family_confusions(raw: Mapping[str, Any], group_of: Mapping[int, int]) -> di
         ``queries``, ``queries in families``, and the shares in percent of all queries and of
         the queries of family members whose top-ranked wrong match is in their family.
     """
-    from canlib.evaluate import ranked_gallery
 
     distmat = raw["distmat"]
     distmat = distmat.cpu().numpy() if hasattr(distmat, "cpu") else distmat

@@ -1,10 +1,12 @@
 """Execute the numbered notebooks with papermill into versioned results.
 
 ``reproduce("synthetic")`` runs ``notebooks/NN_*.ipynb`` in order, each in a fresh
-``python3`` kernel of the current environment, with the profile and its overrides as
-papermill parameters. Executed notebooks go to ``results/<profile>/notebooks/``, tables to
-``results/<profile>/``, figures to ``figures/<profile>/``, and ``manifest.json`` records the
-environment and, per notebook, wall time, peak memory and status.
+``python3`` kernel of the current environment, with the profile, its overrides and the
+device as papermill parameters, and the output folders and ``force`` in the notebooks'
+``options`` parameter (:func:`notebook_parameters`). Executed notebooks go to
+``results/<profile>/notebooks/``, tables to ``results/<profile>/``, figures to
+``figures/<profile>/``, and ``manifest.json`` records the environment and, per notebook, wall
+time, peak memory and status.
 
 Trained models are cached by config hash under ``results/<profile>/runs/``, so a
 reproduction interrupted half way and started again redoes only what is missing. A
@@ -96,18 +98,9 @@ def reproduce(
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "notebooks": dict(previous.get("notebooks", {})) if only else {},
     }
-    # Paths relative to the notebooks' working folder, so executed notebooks hold no path of
-    # the machine that ran them.
-    cwd = root / "notebooks"
-    parameters = {
-        "profile": profile_name,
-        "overrides": override_list,
-        "device": device,
-        "force": force,
-        "results_dir": os.path.relpath(dirs["results"], cwd),
-        "figures_dir": os.path.relpath(dirs["figures"], cwd),
-        "runs_dir": os.path.relpath(dirs["runs"], cwd),
-    }
+    parameters = notebook_parameters(
+        profile_name, override_list, device, force, dirs, cwd=root / "notebooks"
+    )
     for nb in selected:
         out = dirs["notebooks"] / nb.name
         if out.exists():
@@ -145,6 +138,34 @@ def reproduce(
                 f"notebook {nb.name} failed ({entry['error']}); the partial notebook is in {out}"
             )
     return manifest
+
+
+def notebook_parameters(
+    profile_name: str,
+    overrides: list[str],
+    device: str,
+    force: bool,
+    dirs: dict[str, Path],
+    cwd: Path,
+) -> dict[str, Any]:
+    """The papermill parameters of every notebook of a reproduction.
+
+    The reader's parameters (``profile``, ``overrides``, ``device``) go in as themselves; the
+    plumbing (``force`` and the output folders) in the one ``options`` dict that
+    :func:`canlib.repro.notebook.start` reads. Folders are relative to the notebooks' working
+    folder ``cwd``, so executed notebooks hold no path of the machine that ran them.
+    """
+    return {
+        "profile": profile_name,
+        "overrides": overrides,
+        "device": device,
+        "options": {
+            "force": force,
+            "results_dir": os.path.relpath(dirs["results"], cwd),
+            "figures_dir": os.path.relpath(dirs["figures"], cwd),
+            "runs_dir": os.path.relpath(dirs["runs"], cwd),
+        },
+    }
 
 
 def _select(found: list[Path], only: list[str] | None, folder: Path) -> list[Path]:
