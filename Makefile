@@ -53,6 +53,7 @@ bench-train: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check canlib tests benchmarks
+	$(PY) -m ruff format --check canlib tests benchmarks
 
 # How far the notebooks' numbers move across CPU numeric settings; --write refreshes
 # notebooks/reference/smoke.json (after a change that moves the smoke numbers on purpose).

@@ -93,7 +93,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"checkpoint {path} holds objects other than tensors and plain data and was refused "
-            f"(loading uses weights_only=True so untrusted files cannot run code): {_first_line(exc)}"
+            "(loading uses weights_only=True so untrusted files cannot run code): "
+            f"{_first_line(exc)}"
         ) from None
     except (
         RuntimeError,
@@ -108,7 +109,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         # Arbitrary bytes make the unpickler fail in many ways (UnicodeDecodeError is a
         # ValueError); all of them mean "not a checkpoint", so resume can fall back.
         raise CheckpointError(
-            f"checkpoint {path} is unreadable or cut short: {_first_line(exc) or type(exc).__name__}"
+            f"checkpoint {path} is unreadable or cut short: "
+            f"{_first_line(exc) or type(exc).__name__}"
         ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a dict")

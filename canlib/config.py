@@ -281,7 +281,8 @@ class ExperimentConfig:
             section, _, name = key.partition(".")
             if section not in SECTIONS or not name:
                 raise ConfigError(
-                    f"override '{key}' must look like 'section.field' with section one of {SECTIONS}"
+                    f"override '{key}' must look like 'section.field' with section one of "
+                    f"{SECTIONS}"
                 )
             section_cls = _section_class(section)
             hints = typing.get_type_hints(section_cls)

@@ -529,12 +529,14 @@ def _read_new_protocol(path: Path) -> dict[str, Any]:
         idx = np.asarray(mat[key]).ravel().astype(int) - 1  # the files are 1-based (MATLAB)
         if idx.size and (idx.min() < 0 or idx.max() >= len(split["filelist"])):
             raise DatasetError(
-                f"{path}: {key} holds indices outside 1..{len(split['filelist'])} (the length of filelist)."
+                f"{path}: {key} holds indices outside 1..{len(split['filelist'])} (the length of "
+                "filelist)."
             )
         split[key] = idx
     if len(split["labels"]) != len(split["filelist"]):
         raise DatasetError(
-            f"{path}: labels has {len(split['labels'])} entries but filelist {len(split['filelist'])}."
+            f"{path}: labels has {len(split['labels'])} entries but filelist "
+            f"{len(split['filelist'])}."
         )
     return split
 
@@ -546,7 +548,8 @@ def _cuhk03_records(split: dict[str, Any], key: str, img_dir: Path) -> list[Imag
         match = _CUHK03_NAME.fullmatch(name)
         if match is None:
             raise DatasetError(
-                f"CUHK03 file name {name!r} does not follow {{pair}}_{{pid:03d}}_{{view}}_{{index:02d}}.png."
+                f"CUHK03 file name {name!r} does not follow "
+                f"{{pair}}_{{pid:03d}}_{{view}}_{{index:02d}}.png."
             )
         view = int(match["view"])
         _check_camera(view, 2, img_dir / name, "cuhk03 (views)")
@@ -620,7 +623,8 @@ def load_cuhk03(root: Path, *, subset: str = "both") -> ReIDDataset:
         missing = [name for name in protocol["filelist"] if not (img_dir / name).is_file()]
         if missing:
             raise DatasetError(
-                f"{mat_path} holds no image for {len(missing)} file(s) listed in {split_paths[part]}, "
+                f"{mat_path} holds no image for {len(missing)} file(s) listed in "
+                f"{split_paths[part]}, "
                 f"e.g. {img_dir / missing[0]}."
             )
         for split in splits:
@@ -773,7 +777,8 @@ def _parse_folder_split(folder: Path) -> list[ImageRecord]:
         # here by its name, and only one level below is listed, so nothing can recurse.
         if not _FOLDER_PID.fullmatch(entry.name):
             raise DatasetError(
-                f"Folder {entry.path} is not an integer pid (or -1 for junk); expected {_FOLDER_EXAMPLE}."
+                f"Folder {entry.path} is not an integer pid (or -1 for junk); expected "
+                f"{_FOLDER_EXAMPLE}."
             )
         for path in _sorted_files(Path(entry.path)):
             if not is_image_file(path):
@@ -781,7 +786,8 @@ def _parse_folder_split(folder: Path) -> list[ImageRecord]:
             match = _FOLDER_IMAGE.fullmatch(path.stem)
             if match is None:
                 raise DatasetError(
-                    f"Image {path} does not start with an integer camera id; expected {_FOLDER_EXAMPLE}."
+                    f"Image {path} does not start with an integer camera id; expected "
+                    f"{_FOLDER_EXAMPLE}."
                 )
             records.append(ImageRecord(str(path), int(entry.name), int(match["cam"])))
     _require_nonempty(records, folder, _FOLDER_EXAMPLE)
@@ -811,7 +817,8 @@ def load_folder(root: Path) -> ReIDDataset:
     test_cams = {r.camid for r in splits["query"] + splits["gallery"]}
     if len(test_cams) == 1:
         warnings.warn(
-            f"All query and gallery images under {root} come from camera {test_cams.pop()}: the standard "
+            f"All query and gallery images under {root} come from camera {test_cams.pop()}: the "
+            "standard "
             "protocol removes same-camera matches, so evaluate without that filter.",
             DatasetWarning,
             stacklevel=3,
@@ -991,7 +998,8 @@ def check_published_counts(dataset: ReIDDataset) -> list[str]:
     ]
     if mismatches:
         warnings.warn(
-            f"{key} at {dataset.root} differs from the published release ({'; '.join(mismatches)}); "
+            f"{key} at {dataset.root} differs from the published release "
+            f"({'; '.join(mismatches)}); "
             "a partial or different copy?",
             DatasetWarning,
             stacklevel=3,
@@ -1042,7 +1050,8 @@ def build_dataset(name: str, root: str | Path | None = None, **options: Any) -> 
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ConfigError(
-            f"Unknown option {unknown[0]!r} for dataset {name!r}; accepted options: {', '.join(accepted) or 'none'}."
+            f"Unknown option {unknown[0]!r} for dataset {name!r}; accepted options: "
+            f"{', '.join(accepted) or 'none'}."
         )
     if root is None and name != "synthetic":
         raise ConfigError(f"Dataset {name!r} needs a root folder; got root=None.")

@@ -1,4 +1,4 @@
-"""Tests of canlib.repro.viz: every figure on tiny inputs, the pure helpers on hand-worked values."""
+"""Tests of canlib.repro.viz: every figure on tiny inputs, the pure helpers on worked values."""
 
 from __future__ import annotations
 

@@ -155,7 +155,7 @@ class NotebookRun:
         return frame, stats.claim_sentences(frame, chosen)
 
     def open_choices(self):
-        """What each choice the paper leaves open does: :data:`canlib.repro.experiments.OPEN_CHOICES`.
+        """What each choice the paper leaves open does (``experiments.OPEN_CHOICES``).
 
         Per choice, both variants over the profile's seeds (the default usually is a cached
         table row; an evaluation-only alternative rescores the default's checkpoints), and
