@@ -502,7 +502,16 @@ def _finite(key: str, value: float, low: float, *, strict: bool) -> None:
 
 
 def _validate(cfg: ExperimentConfig) -> None:
-    d, m, lo, t, e = cfg.data, cfg.model, cfg.loss, cfg.train, cfg.eval
+    # Sections in a fixed order: with several mistakes, the first one reported stays the same.
+    _validate_data(cfg.data)
+    _validate_model(cfg.model)
+    _validate_loss(cfg.loss)
+    _check_no_ignored_fields(cfg)
+    _validate_train(cfg.train)
+    _validate_eval(cfg.eval, cfg.loss)
+
+
+def _validate_data(d: DataConfig) -> None:
     _choice("data.dataset", d.dataset, DATASET_NAMES)
     _check(
         d.dataset == "synthetic" or bool(d.data_root),
@@ -524,6 +533,9 @@ def _validate(cfg: ExperimentConfig) -> None:
             0.0 <= getattr(d, key) <= 1.0, f"data.{key} must be in [0, 1] (got {getattr(d, key)})"
         )
     _check(d.pad >= 0 and d.num_workers >= 0, "data.pad and data.num_workers must be >= 0")
+
+
+def _validate_model(m: ModelConfig) -> None:
     check_model_name(m.name, "model.name")
     check_backbone(m.backbone, "model.backbone")
     _choice("model.pooling", m.pooling, ("adaptive", "eq1"))
@@ -547,12 +559,17 @@ def _validate(cfg: ExperimentConfig) -> None:
         "model.pretrained must be true, false, a weights file path or "
         f"'{SYNTHETIC_TRUNK}' (got an empty string)",
     )
+
+
+def _validate_loss(lo: LossConfig) -> None:
     check_loss_mode(lo.mode, "loss.mode")
     _finite("loss.margin", lo.margin, 0, strict=False)
     _finite("loss.center_weight", lo.center_weight, 0, strict=False)
     _finite("loss.center_lr", lo.center_lr, 0, strict=True)
     _check(0.0 <= lo.label_smoothing < 1.0, "loss.label_smoothing must be in [0, 1)")
-    _check_no_ignored_fields(cfg)
+
+
+def _validate_train(t: TrainConfig) -> None:
     _check(t.epochs >= 1, f"train.epochs must be >= 1 (got {t.epochs})")
     _finite("train.lr", t.lr, 0, strict=True)
     _check(0 < t.gamma <= 1, f"train.gamma must be in (0, 1] (got {t.gamma})")
@@ -577,6 +594,9 @@ def _validate(cfg: ExperimentConfig) -> None:
     _check(t.grad_clip is None or t.grad_clip > 0, "train.grad_clip must be None or > 0")
     _check(t.threads is None or t.threads >= 1, "train.threads must be None or >= 1")
     _check(t.seeds >= 1, f"train.seeds must be >= 1 (got {t.seeds})")
+
+
+def _validate_eval(e: EvalConfig, lo: LossConfig) -> None:
     _choice("eval.metric", e.metric, ("cosine", "euclidean"))
     _choice("eval.features", e.features, ("bn", "pre_bn"))
     _choice("loss.triplet_distance", lo.triplet_distance, TRIPLET_DISTANCES)

@@ -141,26 +141,8 @@ def pairwise_distance(
     """
     if metric not in METRICS:
         raise ConfigError(f"metric must be one of {list(METRICS)}, got {metric!r}.")
-    nq, dq = _shape2d(query_feats, "query_feats")
-    ng, dg = _shape2d(gallery_feats, "gallery_feats")
-    if dq != dg:
-        raise ValueError(
-            f"query_feats and gallery_feats must have the same feature size, got {dq} and {dg}."
-        )
-    if nq == 0 or ng == 0:
-        raise ValueError(
-            f"query_feats and gallery_feats must be non-empty, got {nq} and {ng} rows."
-        )
-    q = torch.as_tensor(query_feats)
-    g = torch.as_tensor(gallery_feats, device=q.device)
-    if not q.is_floating_point() or q.dtype in (torch.float16, torch.bfloat16):
-        q, g = q.float(), g.float()
-    g = g.to(q.dtype)
-    for t, name in ((q, "query_feats"), (g, "gallery_feats")):
-        if not torch.isfinite(t).all():
-            raise NonFiniteError(
-                f"{name} contains NaN or infinite values; expected finite features."
-            )
+    q, g = _feature_pair(query_feats, gallery_feats)
+    nq, ng = q.shape[0], g.shape[0]
     if metric == "cosine":
         g = F.normalize(g, dim=1)
     else:
@@ -181,6 +163,33 @@ def pairwise_distance(
                 "features this large need float64 or normalising first."
             )
     return out
+
+
+def _feature_pair(
+    query_feats: ArrayLike, gallery_feats: ArrayLike
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both feature sets as finite tensors of one float dtype on the queries' device."""
+    nq, dq = _shape2d(query_feats, "query_feats")
+    ng, dg = _shape2d(gallery_feats, "gallery_feats")
+    if dq != dg:
+        raise ValueError(
+            f"query_feats and gallery_feats must have the same feature size, got {dq} and {dg}."
+        )
+    if nq == 0 or ng == 0:
+        raise ValueError(
+            f"query_feats and gallery_feats must be non-empty, got {nq} and {ng} rows."
+        )
+    q = torch.as_tensor(query_feats)
+    g = torch.as_tensor(gallery_feats, device=q.device)
+    if not q.is_floating_point() or q.dtype in (torch.float16, torch.bfloat16):
+        q, g = q.float(), g.float()
+    g = g.to(q.dtype)
+    for t, name in ((q, "query_feats"), (g, "gallery_feats")):
+        if not torch.isfinite(t).all():
+            raise NonFiniteError(
+                f"{name} contains NaN or infinite values; expected finite features."
+            )
+    return q, g
 
 
 # --------------------------------------------------------------------------- protocol
@@ -799,15 +808,12 @@ def re_rank(
     V rows are L1-normalised; d_J = 1 - sum(min) / (2 - sum(min)); the d in d* is the
     normalised squared distance. Ties among distances are broken arbitrarily, as there.
 
-    Ours: no dense (N, N) matrix is ever held. The (N, N) work runs in chunks of columns on
-    the inputs' device (the GPU path for CUDA tensors): squaring, normalising and a top-k of
-    max(k1 + 1, k2) per column. V is a scipy sparse matrix (at most (k1 + 1)(round(k1/2) + 2)
-    entries a row before the local expansion, k2 times that after), and the Jaccard sums use
-    its inverted index, chunked over queries. Extra memory, besides the inputs and the (Q, G)
-    result: about ``chunk_elems`` * 24 bytes for the dense chunks, 8 * N * (k1 + 1) bytes of
-    neighbour lists and 12 bytes per nonzero of V (Market-1501, N = 19,281: a few hundred MB,
-    against 1.5 GB for one dense float32 (N, N) matrix and several for the reference code).
-    The sparse steps run on the CPU.
+    Ours: no dense (N, N) matrix is held. The (N, N) work (squaring, normalising, a top-k of
+    max(k1 + 1, k2) per column) runs in chunks of columns on the inputs' device; V is a scipy
+    sparse matrix (CPU) whose inverted index gives the Jaccard sums, chunked over queries.
+    Extra memory: ``chunk_elems`` * 24 bytes, 8 * N * (k1 + 1) bytes of neighbour lists and 12
+    bytes per nonzero of V (Market-1501: a few hundred MB, against 1.5 GB for one dense
+    float32 (N, N) matrix and several for the reference code).
 
     Args:
         q_g: (Q, G) query-gallery distances (e.g. Euclidean), numpy or torch (CPU or CUDA).

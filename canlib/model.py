@@ -466,6 +466,28 @@ def _validate_parts(parts: Any, height: int, input_size: tuple[int, int]) -> tup
     return parts
 
 
+def _check_arguments(
+    num_classes: object, embed_dim: object, input_size: object, scale: object, global_stride: object
+) -> None:
+    """CANModel's numeric arguments, each refused in one sentence naming it."""
+    if not (
+        isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes >= 0
+    ):
+        raise ConfigError(f"num_classes must be an int >= 0, got {num_classes!r}")
+    if not (isinstance(embed_dim, int) and embed_dim >= 1):
+        raise ConfigError(f"embed_dim must be a positive int, got {embed_dim!r}")
+    if not (
+        isinstance(input_size, (tuple, list))
+        and len(input_size) == 2
+        and all(isinstance(s, int) and s >= 32 for s in input_size)
+    ):
+        raise ConfigError(f"input_size must be (height, width) ints >= 32, got {input_size!r}")
+    if not (isinstance(scale, (int, float)) and scale > 0):
+        raise ConfigError(f"scale must be a positive number, got {scale!r}")
+    if global_stride not in (1, 2):
+        raise ConfigError(f"global_stride must be 1 or 2, got {global_stride!r}")
+
+
 class CANModel(nn.Module):
     """Collaborative Attention Network (Li et al.) and the ablations/baselines built from it.
 
@@ -547,22 +569,7 @@ class CANModel(nn.Module):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        if not (
-            isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes >= 0
-        ):
-            raise ConfigError(f"num_classes must be an int >= 0, got {num_classes!r}")
-        if not (isinstance(embed_dim, int) and embed_dim >= 1):
-            raise ConfigError(f"embed_dim must be a positive int, got {embed_dim!r}")
-        if not (
-            isinstance(input_size, (tuple, list))
-            and len(input_size) == 2
-            and all(isinstance(s, int) and s >= 32 for s in input_size)
-        ):
-            raise ConfigError(f"input_size must be (height, width) ints >= 32, got {input_size!r}")
-        if not (isinstance(scale, (int, float)) and scale > 0):
-            raise ConfigError(f"scale must be a positive number, got {scale!r}")
-        if global_stride not in (1, 2):
-            raise ConfigError(f"global_stride must be 1 or 2, got {global_stride!r}")
+        _check_arguments(num_classes, embed_dim, input_size, scale, global_stride)
         for name, value, valid in [
             ("pool_type", pool_type, POOLS),
             ("pooling", pooling, STRIPE_METHODS),

@@ -291,32 +291,18 @@ def start(
         ConfigError: any bad parameter or option, named, before work starts.
     """
     opts = _options(options)
-    epochs, force, checkpoint = opts.get("epochs"), opts.get("force", False), opts.get("checkpoint")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"parameter seed must be a non-negative integer (got {seed!r})")
-    if epochs is not None and (
-        not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1
-    ):
-        raise ConfigError(f"option epochs must be None or a positive integer (got {epochs!r})")
-    if not isinstance(force, bool):
-        raise ConfigError(f"option force must be True or False (got {force!r})")
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise ConfigError(f"option checkpoint: no file at {checkpoint}")
     items = [f"{k}={v}" for k, v in parse_overrides(overrides).items()]
     if dataset:
         items.append(f"data.dataset={dataset}")
     if data_root:
         items.append(f"data.data_root={data_root}")
-    items.append(f"train.device={device}")
-    items.append(f"train.seed={seed}")
+    items += [f"train.device={device}", f"train.seed={seed}"]
+    epochs, checkpoint = opts.get("epochs"), opts.get("checkpoint")
     if epochs is not None:
-        items.append(f"train.epochs={epochs}")
-        items.append(
-            "train.milestones="
-            + ",".join(
-                str(round(m * epochs / profile_epochs(profile))) for m in _milestones(profile)
-            )
-        )
+        milestones = (round(m * epochs / profile_epochs(profile)) for m in _milestones(profile))
+        items += [f"train.epochs={epochs}", f"train.milestones={','.join(map(str, milestones))}"]
     _validated(profile, items)
     root = Path(os.environ.get("CANLIB_OUTPUT_ROOT", REPO_ROOT))
     results_dir = Path(opts.get("results_dir") or root / "results" / profile)
@@ -326,7 +312,7 @@ def start(
         results_dir=results_dir,
         figures_dir=Path(opts.get("figures_dir") or root / "figures" / profile),
         runs_dir=Path(opts.get("runs_dir") or results_dir / "runs"),
-        force=force,
+        force=opts.get("force", False),
         checkpoint=Path(checkpoint) if checkpoint else None,
     )
     for path in (run.results_dir, run.figures_dir, run.runs_dir):
@@ -335,7 +321,7 @@ def start(
 
 
 def _options(options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``options`` as a dict, refusing an unknown key or a folder that is no path."""
+    """``options`` as a dict, refusing an unknown key or a bad value, each in one sentence."""
     if options is None:
         return {}
     if not isinstance(options, Mapping):
@@ -352,6 +338,16 @@ def _options(options: Mapping[str, Any] | None) -> dict[str, Any]:
         value = options.get(key)
         if value is not None and not isinstance(value, str | os.PathLike):
             raise ConfigError(f"option {key} must be a path or None (got {value!r})")
+    epochs, force = options.get("epochs"), options.get("force", False)
+    if epochs is not None and (
+        not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1
+    ):
+        raise ConfigError(f"option epochs must be None or a positive integer (got {epochs!r})")
+    if not isinstance(force, bool):
+        raise ConfigError(f"option force must be True or False (got {force!r})")
+    checkpoint = options.get("checkpoint")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise ConfigError(f"option checkpoint: no file at {checkpoint}")
     return dict(options)
 
 
@@ -537,13 +533,10 @@ def compare_with_reference(
 ) -> str:
     """Check the rows of ``table`` against the committed reference, within its tolerances.
 
-    Three quantities per row, each with the tolerance stored in the reference (measured
-    across CPU numeric settings by ``benchmarks/numeric_spread.py``):
-
-    * the untrained model's loss parts on a fixed batch (relative tolerance, about 1e-4);
-    * the untrained model's test metrics;
-    * the trained metrics in ``measured`` (short runs amplify rounding, so these get the
-      widest band).
+    Three quantities per row, each within the tolerance stored in the reference (measured
+    across CPU numeric settings by ``benchmarks/numeric_spread.py``): the untrained model's
+    loss parts on a fixed batch (relative, about 1e-4), its test metrics, and the trained
+    metrics in ``measured`` (short runs amplify rounding: the widest band).
 
     A row is compared only where the reference applies: same profile and config hash (a
     non-default seed or override trains something else), on the CPU, not a checkpoint

@@ -66,13 +66,9 @@ def reproduce(
 ) -> dict[str, Any]:
     """Run the notebooks of ``profile_name`` and return the manifest.
 
-    Args:
-        profile_name: ``smoke``, ``synthetic`` or ``paper``.
-        overrides: config overrides applied in every notebook (``"data.data_root=/data"``).
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        only: notebook numbers to run (``["03", "04"]``); default all.
-        force: retrain cached runs.
-        root: repository root holding ``notebooks/``, ``results/``, ``figures/``.
+    ``overrides`` apply in every notebook (``"data.data_root=/data"``); ``only`` names the
+    notebooks to run (``["03", "04"]``, default all); ``force`` retrains cached runs; ``root``
+    is the repository root holding ``notebooks/``, ``results/`` and ``figures/``.
 
     Raises:
         ConfigError: a bad profile, override or notebook number, before anything runs.
@@ -89,7 +85,7 @@ def reproduce(
     for path in dirs.values():
         path.mkdir(parents=True, exist_ok=True)
     manifest_path = dirs["results"] / "manifest.json"
-    previous = _keep_previous_manifest(manifest_path)
+    previous = _keep_previous_manifest(manifest_path)  # a partial run (only) keeps its entries
     manifest: dict[str, Any] = {
         "profile": profile_name,
         "overrides": override_list,
@@ -103,30 +99,10 @@ def reproduce(
     )
     for nb in selected:
         out = dirs["notebooks"] / nb.name
-        if out.exists():
-            log.info("replacing %s", out)
         entry: dict[str, Any] = {"status": "running"}
         manifest["notebooks"][nb.stem] = entry
         _write_json(manifest_path, manifest)
-        started = time.monotonic()
-        with _PeakMemory() as memory:
-            try:
-                papermill.execute_notebook(
-                    str(nb),
-                    str(out),
-                    parameters=parameters,
-                    kernel_name="python3",
-                    cwd=str(nb.parent),
-                    progress_bar=False,
-                    execution_timeout=TIMEOUTS[profile_name],
-                )
-                entry["status"] = "ok"
-            except papermill.PapermillExecutionError as exc:
-                entry["status"] = "failed"
-                entry["error"] = f"{exc.ename}: {exc.evalue}"
-            _relative_papermill_paths(out, root)
-        entry["wall_seconds"] = round(time.monotonic() - started, 1)
-        entry["peak_rss_mib"] = round(memory.peak_mib, 1)
+        entry.update(_execute(papermill, nb, out, parameters, TIMEOUTS[profile_name], root))
         manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         manifest["wall_seconds"] = round(
             sum(e.get("wall_seconds", 0.0) for e in manifest["notebooks"].values()), 1
@@ -138,6 +114,33 @@ def reproduce(
                 f"notebook {nb.name} failed ({entry['error']}); the partial notebook is in {out}"
             )
     return manifest
+
+
+def _execute(
+    papermill: Any, nb: Path, out: Path, parameters: dict, timeout: int | None, root: Path
+) -> dict[str, Any]:
+    """Run one notebook into ``out``; its status (and error), wall time and peak memory."""
+    entry: dict[str, Any] = {}
+    started = time.monotonic()
+    with _PeakMemory() as memory:
+        try:
+            papermill.execute_notebook(
+                str(nb),
+                str(out),
+                parameters=parameters,
+                kernel_name="python3",
+                cwd=str(nb.parent),
+                progress_bar=False,
+                execution_timeout=timeout,
+            )
+            entry["status"] = "ok"
+        except papermill.PapermillExecutionError as exc:
+            entry["status"] = "failed"
+            entry["error"] = f"{exc.ename}: {exc.evalue}"
+        _relative_papermill_paths(out, root)
+    entry["wall_seconds"] = round(time.monotonic() - started, 1)
+    entry["peak_rss_mib"] = round(memory.peak_mib, 1)
+    return entry
 
 
 def notebook_parameters(
