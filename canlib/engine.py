@@ -39,8 +39,10 @@ from tqdm import tqdm
 from canlib import checkpoint as ckpt
 from canlib import datasets
 from canlib.config import ExperimentConfig
+from canlib.data.cache import ImageCache, cached_batches, check_cache_fits
+from canlib.data.loader import build_test_loader, build_train_loader
 from canlib.data.sampling import PKSampler
-from canlib.data.transforms import TransformConfig
+from canlib.data.transforms import TrainAugment, TransformConfig, build_test_transform
 from canlib.datasets import build_dataset
 from canlib.errors import CheckpointError, ConfigError, DatasetError, NonFiniteError
 from canlib.evaluate import evaluate_rank, pairwise_distance, re_rank, summarize
@@ -551,9 +553,6 @@ def build_pipeline(
             memory (see :func:`canlib.data.cache.check_cache_fits`): the message gives the size
             and the fix, ``--set data.pipeline=cpu``.
     """
-    from canlib.data.cache import ImageCache, cached_batches, check_cache_fits
-    from canlib.data.loader import build_train_loader
-    from canlib.data.transforms import TrainAugment
 
     height, width = cfg.data.height, cfg.data.width
     if resolve_pipeline(cfg, device) == "cpu":
@@ -862,8 +861,6 @@ def extract_features(
         ``(features (N, D) float32 on device, pids (N,), camids (N,))``; flipped features are
         averaged and re-normalised.
     """
-    from canlib.data.loader import build_test_loader
-    from canlib.data.transforms import build_test_transform
 
     flip = cfg.eval.flip if flip is None else flip
     device = model_device(model) if device is None else device

@@ -20,6 +20,7 @@ from typing import Any
 
 from canlib import engine
 from canlib.config import ExperimentConfig, parse_overrides
+from canlib.data.transforms import build_test_transform, decode_image, resize
 from canlib.errors import ConfigError
 from canlib.evaluate import ranked_gallery
 from canlib.repro import results, stats, viz
@@ -448,8 +449,6 @@ def figure_inputs(data, cfg: ExperimentConfig, count: int = 4):
     import numpy as np
     import torch
 
-    from canlib.data.transforms import build_test_transform, decode_image, resize
-
     pairs = []
     for q in data.query:
         match = next((g for g in data.gallery if g[1] == q[1] and g[2] != q[2] and g[1] >= 0), None)
@@ -492,8 +491,6 @@ def fingerprint(cfg: ExperimentConfig, data=None) -> dict[str, dict[str, float]]
         data: the dataset of ``cfg`` if already built (saves rebuilding it per row).
     """
     import torch
-
-    from canlib.data.transforms import build_test_transform, decode_image
 
     data = engine.build_data(cfg) if data is None else data
     engine.seed_everything(cfg.train.seed)
@@ -666,8 +663,6 @@ def body_share(model, data, cfg: ExperimentConfig, count: int = 64) -> float | N
     """
     import numpy as np
     import torch
-
-    from canlib.data.transforms import build_test_transform, decode_image
 
     if cfg.data.dataset != "synthetic":
         return None
