@@ -44,9 +44,9 @@ def check_cache_fits(
 ) -> None:
     """Refuse a cache that would take more than half of the device's free memory.
 
-    The other half is left to the model, its activations and the optimiser. Falling back to
-    the CPU pipeline silently is not an option: the pipeline decides the random draws, so two
-    runs of one config would differ in a way their config hash does not record.
+    The other half is left to the model, its activations and the optimiser. It refuses
+    rather than falling back to the DataLoader pipeline: both train on the same batches, but
+    that one is several times slower on a GPU, which the user should choose knowingly.
 
     Args:
         num_images: Training images N.
@@ -76,8 +76,8 @@ class ImageCache:
     """The decoded training images, one ``uint8`` tensor, with their pids and camera ids.
 
     Size: the training engine caches at the model's input size (``data.height x data.width``),
-    so every image is resized once, from its original file, exactly as the CPU pipeline and
-    the test transform do (the only difference is the rounding of the resized pixels to
+    so every image is resized once, from its original file, as the DataLoader pipeline does
+    per batch and as the test transform does (but for the rounding of the resized pixels to
     ``uint8``, at most half a grey level), and a batch needs no resize at all. A smaller cache
     (Market-1501's native 128 x 64) would train DukeMTMC-reID, CUHK03 and MSMT17, whose crops
     are larger and vary in size, on blurrier images than it tests on; a per-image original
