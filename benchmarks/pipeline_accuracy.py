@@ -5,13 +5,15 @@ once per seed with two engine configurations and prints mAP and rank-1 per seed,
 and standard deviation, and the difference of the means with its standard error:
 
   baseline  variant a of ``train_speed.py``: fp32, unfused Adam, contiguous layout, the
-            DataLoader pipeline (PIL decoding, per-sample CPU augmentation)
+            DataLoader pipeline (PIL decoding in workers each epoch)
   fast      the engine's CUDA defaults: bf16 autocast, channels_last, fused Adam and the
-            device-resident pipeline (decoded uint8 cache, batched augmentation)
+            device-resident pipeline (decoded uint8 cache)
 
-On a CPU, autocast, channels_last and fused Adam are ignored by the engine, so the
-comparison there is of the two data pipelines (same distribution of augmentations, other
-draws); on a GPU it is the full fast path against the baseline. Runs are cached by config
+Both augment with the same batched code and draws. On a CPU, autocast, channels_last and
+fused Adam are ignored by the engine and the two pipelines give identical batches, so there
+the two configurations train identically (a check of the plumbing); on a GPU it is the
+full fast path against the baseline. Figures in benchmarks/README.md measured before issue
+18 compared per-image CPU augmentation (other draws) with the batched one. Runs are cached by config
 hash under ``--runs`` (interrupt and rerun to resume). About 3-4 minutes per run on 2 CPU
 cores.
 

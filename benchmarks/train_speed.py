@@ -2,11 +2,15 @@
 
 Variants (each a switch of ``canlib.engine``, not a fork of it):
 
-  a  baseline: fp32, eager, torch's default (foreach) Adam, torch DataLoader with PIL
-     decoding and CPU augmentation
+  a  baseline: fp32, eager, torch's default (foreach) Adam, torch DataLoader workers
+     decoding each batch with PIL (``data.pipeline=cpu``)
   b  a + bf16 autocast + channels_last + fused Adam (all three act on CUDA only)
   c  b + GPU-resident data: the training set decoded once into a uint8 tensor on the
-     device, augmentation batched there (``data.pipeline=gpu``)
+     device (``data.pipeline=gpu``)
+
+Every variant augments the batch on the device with the same batched code (issue 18 removed
+the per-image CPU augmentation the baseline used before); the numbers in
+``benchmarks/README.md`` measured before that change are marked so.
   d  c + ``torch.compile`` of the training forward (``train.compile=true``)
 
 Every variant runs with cuDNN autotuning, as the engine does for any non-deterministic CUDA
