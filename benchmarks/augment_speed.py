@@ -31,6 +31,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -136,7 +137,7 @@ def erased_boxes(method: str, draws: int) -> tuple[np.ndarray, np.ndarray]:
 
 def distribution_rows(
     draws: int,
-) -> list[tuple[str, float, np.ndarray, tuple[float, float], float]]:
+) -> list[tuple[str, float, np.ndarray, tuple[float, float], Any]]:
     methods = ["canlib", "torchvision v2"]
     if kornia_pipeline() is not None:
         methods.append("kornia")
@@ -148,7 +149,7 @@ def distribution_rows(
         fraction = kept[:, 0] * kept[:, 1] / area
         aspect = kept[:, 0] / kept[:, 1]
         reference = fraction if reference is None else reference
-        ks = stats.ks_2samp(fraction, reference).statistic
+        ks = stats.ks_2samp(fraction, reference)
         rows.append((method, erased.mean(), fraction, (aspect.min(), aspect.max()), ks))
     return rows
 
@@ -181,14 +182,14 @@ def main() -> None:
     )
     print(
         "| method | share erased | mean area | area q10 / q50 / q90 | aspect min / max "
-        "| KS vs canlib |"
+        "| KS vs canlib (p) |"
     )
     print("| --- | --- | --- | --- | --- | --- |")
     for method, share, fraction, (low, high), ks in distribution_rows(args.draws):
         q10, q50, q90 = np.quantile(fraction, (0.1, 0.5, 0.9))
         print(
             f"| {method} | {share:.3f} | {fraction.mean():.3f} | {q10:.3f} / {q50:.3f} / "
-            f"{q90:.3f} | {low:.2f} / {high:.2f} | {ks:.3f} |"
+            f"{q90:.3f} | {low:.2f} / {high:.2f} | {ks.statistic:.3f} ({ks.pvalue:.2g}) |"
         )
 
 
