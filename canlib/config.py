@@ -23,13 +23,18 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from canlib.datasets import DATASET_NAMES
+from canlib.datasets import CUHK03_SUBSETS, DATASET_NAMES
 from canlib.errors import ConfigError
 from canlib.rules import (  # noqa: F401 (re-exported: a field's names)
     BACKBONE_ALIASES,
     BACKBONES,
     CENTER_MODES,
+    DISTANCE_METRICS,
+    EPOCH_KINDS,
     LOSS_MODES,
+    STRIPE_METHODS,
+    TEST_FEATURES,
+    TRIPLET_DISTANCES,
     TRIPLET_MODES,
     check_backbone,
     check_loss_mode,
@@ -467,7 +472,6 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
 # The names of models, backbones and loss modes, and their checks, are canlib.rules' (a leaf
 # without torch, so checking a config stays instant; the builders in canlib.model and
 # canlib.losses call the same checks).
-TRIPLET_DISTANCES = ("plain-mean", "squared-sum")
 
 # Fields a model ignores (engine.build_model_from_config never passes them, or the model's
 # preset fixes them), with why: setting one would train the same network under a new hash.
@@ -519,8 +523,8 @@ def _validate_data(d: DataConfig) -> None:
     )
     _choice("data.synthetic_size", d.synthetic_size, tuple(SIZES))
     _check(d.synthetic_seed >= 0, f"data.synthetic_seed must be >= 0 (got {d.synthetic_seed})")
-    _choice("data.cuhk03_subset", d.cuhk03_subset, ("labeled", "detected", "both"))
-    _choice("data.epoch", d.epoch, ("identities", "images"))
+    _choice("data.cuhk03_subset", d.cuhk03_subset, CUHK03_SUBSETS)
+    _choice("data.epoch", d.epoch, EPOCH_KINDS)
     _choice("data.pipeline", d.pipeline, ("auto", "cpu", "gpu"))
     for key in ("height", "width", "p", "k"):
         _check(getattr(d, key) >= 1, f"data.{key} must be >= 1 (got {getattr(d, key)})")
@@ -538,7 +542,7 @@ def _validate_data(d: DataConfig) -> None:
 def _validate_model(m: ModelConfig) -> None:
     check_model_name(m.name, "model.name")
     check_backbone(m.backbone, "model.backbone")
-    _choice("model.pooling", m.pooling, ("adaptive", "eq1"))
+    _choice("model.pooling", m.pooling, STRIPE_METHODS)
     _check(
         all(p >= 2 for p in m.parts) and list(m.parts) == sorted(set(m.parts)),
         f"model.parts must be increasing integers >= 2 (got {m.parts})",
@@ -597,8 +601,8 @@ def _validate_train(t: TrainConfig) -> None:
 
 
 def _validate_eval(e: EvalConfig, lo: LossConfig) -> None:
-    _choice("eval.metric", e.metric, ("cosine", "euclidean"))
-    _choice("eval.features", e.features, ("bn", "pre_bn"))
+    _choice("eval.metric", e.metric, DISTANCE_METRICS)
+    _choice("eval.features", e.features, TEST_FEATURES)
     _choice("loss.triplet_distance", lo.triplet_distance, TRIPLET_DISTANCES)
     _check(e.batch_size >= 1, f"eval.batch_size must be >= 1 (got {e.batch_size})")
     _check(

@@ -40,7 +40,10 @@ import torch
 import torch.nn.functional as F
 
 from canlib.errors import ConfigError, NonFiniteError
-from canlib.rules import JUNK_PID  # gallery items with this pid never count (kept reads it)
+from canlib.rules import (
+    DISTANCE_METRICS,
+    JUNK_PID,  # gallery items with this pid never count (kept reads it)
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ __all__ = [
 
 ArrayLike = np.ndarray | torch.Tensor
 
-METRICS = ("cosine", "euclidean")
+METRICS = DISTANCE_METRICS  # the one list, in canlib.rules
 PROTOCOLS = ("market1501", "cuhk03-single-shot")
 # Default bound on the number of distance entries handled at once (4M entries: 16 MB of
 # float32 distances, about 60 MB of temporaries). Ours.

@@ -44,6 +44,8 @@ from canlib.rules import (
     BACKBONE_ALIASES,
     BACKBONES,
     MODEL_NAMES,
+    STRIPE_METHODS,
+    TEST_FEATURES,
     check_backbone,
     check_choice,
     check_model_name,
@@ -83,12 +85,10 @@ _RESNETS: dict[str, tuple[type[nn.Module], list[int], Any, Any]] = {
         tv_resnet.ResNet50_Weights.IMAGENET1K_V1,
     ),
 }
-STRIPE_METHODS = ("adaptive", "eq1")
 POOLS = ("concat", "max", "avg")
 EMBEDDINGS = ("shared", "mgn")
 CLASSIFIERS = ("cosine", "linear")
 SPLITS = ("layer4", "layer3.1")
-TEST_FEATURES = ("bn", "pre_bn")
 
 
 # --------------------------------------------------------------------------- backbone

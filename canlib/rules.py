@@ -21,11 +21,16 @@ __all__ = [
     "BACKBONES",
     "BACKBONE_ALIASES",
     "CENTER_MODES",
+    "DISTANCE_METRICS",
+    "EPOCH_KINDS",
     "JUNK_PID",
     "LOSS_MODES",
     "LOSS_MODE_TERMS",
     "MODEL_NAMES",
     "RESNETS",
+    "STRIPE_METHODS",
+    "TEST_FEATURES",
+    "TRIPLET_DISTANCES",
     "TRIPLET_MODES",
     "check_backbone",
     "check_choice",
@@ -59,6 +64,13 @@ LOSS_MODE_TERMS: dict[str, tuple[bool, bool, bool]] = {
     "mgn": (True, False, False),
 }
 LOSS_MODES: tuple[str, ...] = tuple(LOSS_MODE_TERMS)
+
+# Choices that a config field and the code behind it both check (each listed once, here).
+STRIPE_METHODS: tuple[str, ...] = ("adaptive", "eq1")  # model.pooling: torch's bins or eq. (1)
+TEST_FEATURES: tuple[str, ...] = ("bn", "pre_bn")  # eval.features: after or before the BN
+DISTANCE_METRICS: tuple[str, ...] = ("cosine", "euclidean")  # eval.metric
+TRIPLET_DISTANCES: tuple[str, ...] = ("plain-mean", "squared-sum")  # loss.triplet_distance
+EPOCH_KINDS: tuple[str, ...] = ("identities", "images")  # data.epoch
 TRIPLET_MODES: tuple[str, ...] = tuple(m for m, terms in LOSS_MODE_TERMS.items() if terms[0])
 CENTER_MODES: tuple[str, ...] = tuple(m for m, terms in LOSS_MODE_TERMS.items() if terms[1])
 

@@ -31,8 +31,7 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from canlib.errors import ConfigError
-
-EPOCH_KINDS = ("identities", "images")
+from canlib.rules import EPOCH_KINDS
 
 
 class PKSampler(Sampler[list[int]]):
