@@ -30,13 +30,17 @@ FOREIGN_SSE41 := ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41
 test: $(STAMP)
 	@$(MAKE) --no-print-directory -j2 --output-sync=target test-unit test-notebooks lint
 
+# Runs a command with CANLIB_OUTPUT_ROOT in a new temporary folder, removed afterwards, pass
+# or fail: each test run trains the smoke rows, about 1 GB of runs, which would pile up in /tmp.
+IN_TMP = sh -c 'out=$$(mktemp -d); CANLIB_OUTPUT_ROOT=$$out "$$@"; status=$$?; rm -rf "$$out"; exit $$status' --
+
 test-unit: $(STAMP)
-	CANLIB_OUTPUT_ROOT=$$(mktemp -d) $(PY) -m pytest -q tests -p no:cacheprovider
+	$(IN_TMP) $(PY) -m pytest -q tests -p no:cacheprovider
 
 test-notebooks: $(STAMP)
-	CANLIB_OUTPUT_ROOT=$$(mktemp -d) $(NBVAL)
-	CANLIB_OUTPUT_ROOT=$$(mktemp -d) $(FOREIGN_AVX2) $(NBVAL)
-	CANLIB_OUTPUT_ROOT=$$(mktemp -d) $(FOREIGN_SSE41) $(NBVAL)
+	$(IN_TMP) $(NBVAL)
+	$(IN_TMP) env $(FOREIGN_AVX2) $(NBVAL)
+	$(IN_TMP) env $(FOREIGN_SSE41) $(NBVAL)
 
 reproduce: $(STAMP)
 	$(PY) -m canlib reproduce --profile $(PROFILE)
