@@ -39,6 +39,7 @@ from tqdm import tqdm
 from canlib import checkpoint as ckpt
 from canlib import datasets
 from canlib.config import ExperimentConfig
+from canlib.conv_weight_grad import use_matmul_weight_grad
 from canlib.data.cache import ImageCache, cached_batches, check_cache_fits
 from canlib.data.loader import build_test_loader, build_train_loader
 from canlib.data.sampling import PKSampler
@@ -475,6 +476,8 @@ def build_training(cfg: ExperimentConfig, num_classes: int, device: torch.device
     model = build_model_from_config(cfg, num_classes).to(device)
     if uses_channels_last(cfg, device):
         model = model.to(memory_format=torch.channels_last)
+    if device.type == "cpu" and uses_amp(cfg, device):
+        use_matmul_weight_grad(model)
     criterion = build_loss(cfg, model, num_classes).to(device)
     optimizer = torch.optim.Adam(
         model.parameters(),
