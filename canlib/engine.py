@@ -115,8 +115,13 @@ def uses_amp(cfg: ExperimentConfig, device: torch.device) -> bool:
 
 
 def uses_channels_last(cfg: ExperimentConfig, device: torch.device) -> bool:
-    """``train.channels_last`` acts on CUDA only, where tensor-core convolutions run in NHWC."""
-    return cfg.train.channels_last and device.type == "cuda"
+    """``train.channels_last`` acts on CUDA, where tensor-core convolutions run in NHWC, and
+    on a CPU training in bf16 (:func:`uses_amp`): there NHWC took the synthetic profile's CAN
+    step from 316 to 265 ms (median, alternating steps; the stem's max pooling alone 14 -> 3 ms,
+    and the matrix-product weight gradients read NHWC rows). An fp32 CPU stays NCHW."""
+    if not cfg.train.channels_last:
+        return False
+    return device.type == "cuda" or (device.type == "cpu" and uses_amp(cfg, device))
 
 
 def main_rank_first(make: Callable[[], Any]) -> Any:

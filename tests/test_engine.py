@@ -376,9 +376,14 @@ def test_amp_acts_on_a_cpu_with_amx_only(monkeypatch, tmp_path):
     monkeypatch.setattr(engine, "cpu_has_amx", lambda: True)
     assert engine.uses_amp(cfg, torch.device("cpu"))
     assert not engine.uses_amp(cfg.with_overrides(["train.amp=false"]), torch.device("cpu"))
-    assert not engine.uses_channels_last(cfg, torch.device("cpu"))
+    # NHWC follows bf16 on the CPU: with it, and never in fp32.
+    assert engine.uses_channels_last(cfg, torch.device("cpu"))
+    assert not engine.uses_channels_last(
+        cfg.with_overrides(["train.amp=false"]), torch.device("cpu")
+    )
     monkeypatch.setattr(engine, "cpu_has_amx", lambda: False)
     assert not engine.uses_amp(cfg, torch.device("cpu"))
+    assert not engine.uses_channels_last(cfg, torch.device("cpu"))
 
 
 def test_cpu_has_amx_reads_the_cpuinfo_flag(monkeypatch, tmp_path):
@@ -427,8 +432,8 @@ def test_cudnn_autotuning_is_on_for_cuda_training_unless_deterministic(
     assert torch.backends.cudnn.benchmark is expected
 
 
-def test_channels_last_is_ignored_on_cpu_so_cpu_steps_are_unchanged(market_root):
-    """On the CPU a channels_last config trains exactly as a contiguous one (same numbers)."""
+def test_channels_last_is_ignored_on_an_fp32_cpu_so_its_steps_are_unchanged(market_root):
+    """On an fp32 CPU a channels_last config trains exactly as a contiguous one."""
     losses = {}
     for flag in ("true", "false"):
         cfg = experiments.profile(
