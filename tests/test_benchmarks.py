@@ -29,6 +29,7 @@ def _load(name: str):
 eval_speed = _load("eval_speed")
 train_speed = _load("train_speed")
 pipeline_accuracy = _load("pipeline_accuracy")
+conv_weight_grad = _load("conv_weight_grad")
 
 
 def test_train_speed_quick_prints_a_row_per_variant_and_the_test_set(tmp_path, monkeypatch, capsys):
@@ -107,7 +108,28 @@ def test_eval_speed_quick_runs_and_agrees_with_the_textbook(capsys):
     assert out.count("| canlib evaluate_rank |") == 2 and out.count("textbook") >= 2
 
 
-@pytest.mark.parametrize("script", [train_speed, eval_speed])
+def test_conv_weight_grad_prints_both_tables_with_same_run_ratios(capsys):
+    threads = torch.get_num_threads()
+    try:
+        argv = ["--repeats", "1", "--steps", "2", "--model", "global", "--threads", "1"]
+        assert conv_weight_grad.main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    layers = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| (")]
+    assert len(layers) == len(conv_weight_grad.SHAPES)
+    for row in layers:  # oneDNN ms / matmul ms, both printed to 0.01 ms
+        onednn, mine, ratio = float(row[3]), float(row[4]), float(row[5].strip().rstrip("x"))
+        assert onednn > 0 and mine > 0
+        assert ratio == pytest.approx(onednn / mine, rel=0.1, abs=0.05)
+    steps = [line for line in out.splitlines() if line.startswith(("| oneDNN", "| matmul"))]
+    # On a CPU without AMX the engine trains in fp32 and says that nothing was switched.
+    assert len(steps) == 2 or "no convolution switched" in out
+    if steps:
+        assert steps[0].rstrip().endswith("| 1.00x |")
+
+
+@pytest.mark.parametrize("script", [train_speed, eval_speed, conv_weight_grad])
 def test_benchmarks_refuse_an_unknown_option(script):
     with pytest.raises(SystemExit) as info:
         script.main(["--no-such-option"])
