@@ -29,29 +29,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
+from bench_timing import call_seconds
 from scipy import stats
 from torchvision.transforms import v2
 
 from canlib.data.transforms import TrainAugment, TransformConfig, draw_erasing_boxes
 
 CFG = TransformConfig()
-
-
-def _time(run: Callable[[], torch.Tensor], repeats: int) -> list[float]:
-    """Seconds per call of ``run`` over ``repeats`` calls, after one warm-up call."""
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def torchvision_pipeline(erasing_only: bool = False) -> v2.Compose:
@@ -97,15 +85,17 @@ def speed_rows(batch: int, repeats: int) -> list[tuple[str, list[float]]]:
     ours, generator = TrainAugment(CFG), torch.Generator().manual_seed(1)
     tv = torchvision_pipeline()
     rows = [
-        ("canlib TrainAugment (batched)", _time(lambda: ours(images, generator), repeats)),
+        ("canlib TrainAugment (batched)", call_seconds(lambda: ours(images, generator), repeats)),
         (
             "torchvision v2 (per image)",
-            _time(lambda: torch.stack([tv(image) for image in images]), repeats),
+            call_seconds(lambda: torch.stack([tv(image) for image in images]), repeats),
         ),
     ]
     kornia = kornia_pipeline()
     if kornia is not None:
-        rows.append(("kornia (batched)", _time(lambda: kornia(images.float() / 255), repeats)))
+        rows.append(
+            ("kornia (batched)", call_seconds(lambda: kornia(images.float() / 255), repeats))
+        )
     return rows
 
 

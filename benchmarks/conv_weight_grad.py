@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from bench_timing import call_seconds
 from torch import nn
 
 from canlib.conv_weight_grad import MatmulGradConv2d, weight_grad_by_matmul
@@ -42,13 +43,7 @@ SHAPES = [
 
 
 def _median_ms(run: Callable[[], object], repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return 1e3 * statistics.median(call_seconds(run, repeats))
 
 
 def _onednn(grad, x, weight, stride: int, pad: int) -> torch.Tensor:
