@@ -18,6 +18,18 @@ FORBIDDEN = {
     "evaluate": {"model", "losses", "engine", "datasets", "notebook", "viz"},
     "engine": {"notebook", "reproduce", "viz", "results", "experiments"},
     "trunk": {"notebook", "reproduce", "viz", "results", "experiments"},
+    # A speed-only leaf under the engine: torch's convolution, nothing of canlib.
+    "conv_weight_grad": {
+        "model",
+        "losses",
+        "engine",
+        "evaluate",
+        "datasets",
+        "config",
+        "trunk",
+        "notebook",
+        "viz",
+    },
     # Pure statistics on per-seed metrics: no models, no runs, no files.
     "stats": {
         "model",
