@@ -473,9 +473,9 @@ class TrainingParts:
 def build_training(cfg: ExperimentConfig, num_classes: int, device: torch.device) -> TrainingParts:
     """Model, loss, Adam (paper §4.6) and the centres' own SGD, on ``device``.
 
-    On CUDA, Adam is the fused implementation (one kernel for all parameters) when
-    ``train.fused_adam`` is on, and the model is in channels-last memory format when
-    ``train.channels_last`` is on.
+    Adam is the fused implementation (one kernel for all parameters, on CUDA and on CPU) when
+    ``train.fused_adam`` is on; the model is in channels-last memory format when
+    :func:`uses_channels_last` says so.
     """
     t = cfg.train
     model = build_model_from_config(cfg, num_classes).to(device)
@@ -490,7 +490,7 @@ def build_training(cfg: ExperimentConfig, num_classes: int, device: torch.device
         betas=(0.9, 0.999),
         eps=1e-8,
         weight_decay=t.weight_decay,
-        fused=t.fused_adam and device.type == "cuda",
+        fused=t.fused_adam and device.type in ("cuda", "cpu"),
     )
     centers = [p for p in criterion.parameters() if p.requires_grad]
     center_optimizer = torch.optim.SGD(centers, lr=cfg.loss.center_lr) if centers else None
@@ -872,23 +872,18 @@ def extract_features(
 
     flip = cfg.eval.flip if flip is None else flip
     device = model_device(model) if device is None else device
-    loader = build_test_loader(
-        list(records),
-        build_test_transform(transform_config(cfg)),
-        batch_size=cfg.eval.batch_size,
-        num_workers=cfg.data.num_workers,
-    )
     was_training = model.training
     model.eval()
     feats, pids, camids = [], [], []
-    for batch in tqdm(loader, desc="features", leave=False, disable=not progress):
-        images = batch[0].to(device)
+    for images, batch_pids, batch_camids in tqdm(
+        test_batches(records, cfg, device), desc="features", leave=False, disable=not progress
+    ):
         out = model(images).float()
         if flip:
             out = nn.functional.normalize(out + model(images.flip(-1)).float(), dim=1)
         feats.append(out)
-        pids.append(np.asarray(batch[1]))
-        camids.append(np.asarray(batch[2]))
+        pids.append(np.asarray(batch_pids))
+        camids.append(np.asarray(batch_camids))
     model.train(was_training)
     features = torch.cat(feats)
     bad = (~torch.isfinite(features).all(dim=1)).nonzero().flatten().tolist()
@@ -898,6 +893,37 @@ def extract_features(
             f"{records[bad[0]][0]} (record {bad[0]}); the weights may have diverged"
         )
     return features, np.concatenate(pids), np.concatenate(camids)
+
+
+def test_batches(
+    records: Sequence[tuple[str, int, int]], cfg: ExperimentConfig, device: torch.device | str
+) -> Iterator[tuple[torch.Tensor, Any, Any]]:
+    """``(normalised images on device, pids, camids)`` batches of ``records``, in order.
+
+    With ``eval.cache_images`` the images come from a decoded-once ``uint8`` cache at the
+    input size (built on first use, like the training cache); else a DataLoader decodes and
+    resizes every file. The two differ by the cache's rounding to ``uint8``: at most half a
+    grey level.
+    """
+    transform = build_test_transform(transform_config(cfg))
+    if not cfg.eval.cache_images:
+        loader = build_test_loader(
+            list(records),
+            transform,
+            batch_size=cfg.eval.batch_size,
+            num_workers=cfg.data.num_workers,
+        )
+        for images, pids, camids, _ in loader:
+            yield images.to(device), pids, camids
+        return
+    height, width = cfg.data.height, cfg.data.width
+    cache = ImageCache.load_or_build(
+        _image_cache_path(records, height, width), records, height, width, progress=False
+    )
+    for start in range(0, len(cache), cfg.eval.batch_size):
+        end = start + cfg.eval.batch_size
+        images = cache.images[start:end].to(device)
+        yield transform(images), cache.pids[start:end].numpy(), cache.camids[start:end].numpy()
 
 
 def evaluate_model(

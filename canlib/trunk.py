@@ -77,7 +77,11 @@ def trunk_config(cfg: ExperimentConfig) -> ExperimentConfig:
             embed_dim=cfg.model.embed_dim,
         ),
         loss=LossConfig(),
-        eval=EvalConfig(batch_size=cfg.eval.batch_size, max_rank=cfg.eval.max_rank),
+        eval=EvalConfig(
+            batch_size=cfg.eval.batch_size,
+            max_rank=cfg.eval.max_rank,
+            cache_images=cfg.eval.cache_images,
+        ),
         train=TrainConfig(
             epochs=TRUNK_EPOCHS,
             lr=1e-3,

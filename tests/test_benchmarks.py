@@ -32,6 +32,7 @@ eval_speed = _load("eval_speed")
 train_speed = _load("train_speed")
 pipeline_accuracy = _load("pipeline_accuracy")
 conv_weight_grad = _load("conv_weight_grad")
+adam_step = _load("adam_step")
 
 
 def test_train_speed_quick_prints_a_row_per_variant_and_the_test_set(tmp_path, monkeypatch, capsys):
@@ -152,3 +153,20 @@ def test_pipeline_accuracy_smoke_compares_both_configs_over_seeds(tmp_path, monk
     assert re.search(r"fast - baseline: [+-]\d+\.\d mAP, standard error \d+\.\d", out)
     # Four runs, each cached by its config hash: a second call trains nothing.
     assert len([p for p in tmp_path.iterdir() if (p / "summary.json").exists()]) == 4
+
+
+def test_adam_step_prints_a_row_per_implementation_with_same_run_ratios(capsys):
+    threads = torch.get_num_threads()
+    try:
+        assert adam_step.main(["--profile", "smoke", "--repeats", "2", "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()]
+    rows = {
+        r[0].strip(): (float(r[1]), float(r[2].strip().rstrip("x")))
+        for r in rows
+        if len(r) == 3 and r[0].strip() in adam_step.VARIANTS
+    }
+    assert set(rows) == set(adam_step.VARIANTS) and rows["fused"][1] == 1.0
+    for ms, ratio in rows.values():  # each ratio is that row's ms over the fused row's
+        assert ratio == pytest.approx(ms / rows["fused"][0], rel=0.1, abs=0.05)

@@ -174,8 +174,13 @@ def reference_two_share_training(cfg, epochs: int) -> tuple[dict, dict]:
         center_weight=cfg.loss.center_weight,
         label_smoothing=cfg.loss.label_smoothing,
     )
+    # The engine's Adam variant (fused by default): their rounding differs, and Adam's first
+    # steps would turn that into lr-sized weight differences.
     adam = torch.optim.Adam(
-        model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+        model.parameters(),
+        lr=cfg.train.lr,
+        weight_decay=cfg.train.weight_decay,
+        fused=cfg.train.fused_adam,
     )
     centers = list(criterion.parameters())
     sgd = torch.optim.SGD(centers, lr=cfg.loss.center_lr)

@@ -21,6 +21,15 @@ import torch
 from PIL import Image
 
 from canlib import checkpoint, engine
+from canlib.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    decode_image,
+    decode_to_size,
+    normalize,
+    resize,
+    to_float,
+)
 from canlib.errors import CheckpointError, ConfigError, DatasetError, NonFiniteError
 from canlib.repro import experiments
 
@@ -553,3 +562,41 @@ def test_a_passed_image_check_is_remembered_until_a_file_changes(tmp_path, monke
     with pytest.raises(DatasetError, match=victim.name):
         engine.check_train_images(records, progress=False)
     assert len(calls) == 2
+
+
+def test_test_batches_from_the_image_cache_equal_the_decoded_files_within_half_a_grey_level(
+    market_root, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("CANLIB_CACHE", str(tmp_path / "cache"))
+    cfg = smoke_config(market_root, "eval.batch_size=5")
+    data = engine.build_data(cfg)
+    records = data.query
+    h, w = cfg.data.height, cfg.data.width
+    decoded = list(engine.test_batches(records, cfg, "cpu"))
+    cached_cfg = cfg.with_overrides({"eval.cache_images": True})
+    cached = list(engine.test_batches(records, cached_cfg, "cpu"))
+    assert len(list((tmp_path / "cache" / "image-cache").iterdir())) == 1  # built once, saved
+    assert [len(b[0]) for b in cached] == [len(b[0]) for b in decoded]  # same batches
+    plain = torch.stack(
+        [
+            normalize(resize(to_float(decode_image(r[0])), h, w), IMAGENET_MEAN, IMAGENET_STD)
+            for r in records
+        ]
+    )
+    rounded = torch.stack(
+        [
+            normalize(to_float(decode_to_size(r[0], h, w)), IMAGENET_MEAN, IMAGENET_STD)
+            for r in records
+        ]
+    )
+    assert torch.allclose(torch.cat([b[0] for b in decoded]), plain, atol=1e-6)
+    assert torch.allclose(torch.cat([b[0] for b in cached]), rounded, atol=1e-6)
+    half_grey = 0.5 / 255 / min(IMAGENET_STD) + 1e-4  # and the float32 resize's rounding
+    assert (torch.cat([b[0] for b in cached]) - plain).abs().max() <= half_grey
+    for column in (1, 2):  # pids, then camids, in record order
+        expected = [r[column] for r in records]
+        assert np.concatenate([np.asarray(b[column]) for b in cached]).tolist() == expected
+        assert np.concatenate([np.asarray(b[column]) for b in decoded]).tolist() == expected
+    # A second evaluation reads the saved cache: same images.
+    again = torch.cat([b[0] for b in engine.test_batches(records, cached_cfg, "cpu")])
+    assert torch.equal(again, torch.cat([b[0] for b in cached]))

@@ -677,6 +677,7 @@ NO_RANGE = {
     "train.compile",
     "train.fused_adam",
     "eval.flip",
+    "eval.cache_images",
     "eval.rerank",
 }
 

@@ -596,13 +596,13 @@ class TestTransform:
         self.cfg = cfg
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        """Resize and normalise one image.
+        """Resize and normalise one image or a batch.
 
         Args:
-            image: ``(3, H, W)`` tensor, ``uint8`` or float in [0, 1].
+            image: ``(3, H, W)`` or ``(B, 3, H, W)`` tensor, ``uint8`` or float in [0, 1].
 
         Returns:
-            Float32 ``(3, cfg.height, cfg.width)`` tensor, normalised.
+            Float32 ``(3, cfg.height, cfg.width)`` (or batched) tensor, normalised.
         """
         out = resize(to_float(image), self.cfg.height, self.cfg.width)
         return normalize(out, self.cfg.mean, self.cfg.std)
