@@ -115,9 +115,9 @@ def test_start_takes_the_plumbing_from_options(output_root, tmp_path):
 
 
 def test_start_option_epochs_rescales_the_profiles_milestones(output_root):
-    # synthetic: 4 epochs, one decay at epoch 3; 8 epochs decay at 6.
+    # synthetic: 3 epochs, one decay at epoch 2; 8 epochs decay at round(2 * 8 / 3) = 5.
     cfg = notebook.start("synthetic", options={"epochs": 8}).base_config()
-    assert (cfg.train.epochs, cfg.train.milestones) == (8, (6,))
+    assert (cfg.train.epochs, cfg.train.milestones) == (8, (5,))
 
 
 @pytest.mark.parametrize(
@@ -162,3 +162,39 @@ def test_reproduce_sends_parameters_that_start_accepts(output_root, tmp_path, mo
         Path("../results/smoke/runs"),
     )
     assert (tmp_path / "repo" / "figures" / "smoke").is_dir()
+
+
+def test_run_longer_doubles_the_epochs_but_keeps_the_milestones(output_root, monkeypatch):
+    trained = []
+    monkeypatch.setattr(
+        notebook.results,
+        "run_experiment",
+        lambda cfg, runs_dir, **kwargs: trained.append(cfg) or {"run_dir": "x"},
+    )
+    run = notebook.start("synthetic")
+    profile_cfg = run.config("table4", "global & local to L_c")
+    assert run.run_longer("table4", "global & local to L_c") == {"run_dir": "x"}
+    (cfg,) = trained
+    assert cfg.train.epochs == 2 * profile_cfg.train.epochs
+    assert cfg.train.milestones == profile_cfg.train.milestones  # same schedule, run on
+    assert cfg.train.eval_every == 1 and cfg.train.seed == profile_cfg.train.seed
+    paper = notebook.NotebookRun("paper", [], output_root, output_root, output_root)
+    assert paper.run_longer("table4", "global & local to L_c") is None
+    assert len(trained) == 1  # the paper profile trains nothing
+
+
+def test_convergence_note_reads_the_gain_after_the_profiles_stop():
+    log = [
+        {"kind": "train", "epoch": 1, "loss_total": 3.0},
+        {"kind": "eval", "epoch": 1, "mAP": 80.0},
+        {"kind": "eval", "epoch": 2, "mAP": 85.25},
+        {"kind": "eval", "epoch": 3, "mAP": 86.0},
+        {"kind": "eval", "epoch": 4, "mAP": 86.5},
+    ]
+    # 86.5 - 85.25 = 1.25, printed +1.2 (round half to even on 1.25)
+    assert notebook.convergence_note(log, 2) == (
+        "mAP 85.2 where the profile stops (epoch 2), 86.5 after 4 epochs: +1.2 points for "
+        "2 more epochs"
+    )
+    assert notebook.convergence_note(log, 3).endswith("+0.5 points for 1 more epoch")
+    assert notebook.convergence_note(log, 4) == "no evaluation after epoch 4 to compare with"

@@ -167,6 +167,23 @@ def test_training_curves_average_per_epoch() -> None:
         viz.training_curves([])
 
 
+def test_training_curves_mark_where_the_profile_stops_and_tick_whole_epochs() -> None:
+    rows = [{"kind": "eval", "epoch": e, "mAP": 80.0 + e, "rank1": 90.0} for e in (1, 2, 3, 4)]
+    fig = viz.training_curves(rows, stop_epoch=2)
+    ax_eval = fig.axes[1]
+    stops = [line for line in ax_eval.get_lines() if line.get_label() == "profile stops"]
+    assert len(stops) == 1 and list(stops[0].get_xdata()) == [2, 2]
+    ax_eval.figure.canvas.draw()
+    ticks = [t for t in ax_eval.get_xticks() if 1 <= t <= 4]
+    assert ticks and all(float(t).is_integer() for t in ticks)  # no half epochs
+    assert ax_eval.get_legend().get_title().get_text() == "metric"
+    assert not [
+        line
+        for line in viz.training_curves(rows).axes[1].get_lines()
+        if line.get_label() == "profile stops"
+    ]
+
+
 def test_cmc_curve() -> None:
     fig = viz.cmc_curve({"a": np.array([0.5, 0.75, 1.0]), "b": [0.25, 0.5]})
     assert isinstance(fig, Figure) and len(fig.axes) == 1

@@ -92,6 +92,23 @@ class NotebookRun:
         self.measured.setdefault(table, {})[row] = metrics
         return metrics
 
+    def run_longer(self, table: str, row: str, factor: int = 2) -> dict[str, Any] | None:
+        """The row trained ``factor`` times as many epochs, evaluated after each (seed 0).
+
+        The lr milestones stay where the profile puts them, so the first epochs repeat the
+        profile's run and the rest show how much it would still gain: whether it stopped on a
+        plateau. Returns None under the ``paper`` profile (twice its 600 epochs is days of
+        GPU time) and when the row is scored from a user's checkpoint.
+        """
+
+        if self.profile == "paper" or (self.checkpoint is not None and (table, row) in CAN_ROWS):
+            return None
+        cfg = self.config(table, row)
+        longer = {"train.epochs": cfg.train.epochs * factor, "train.eval_every": 1}
+        return results.run_experiment(
+            cfg.with_overrides(longer).validate(), self.runs_dir, force=self.force, progress=False
+        )
+
     def run_seeds(self, table: str, row: str) -> list[dict[str, Any]]:
         """Train (or reuse) one row under each of the profile's seeds (``train.seeds``).
 
@@ -734,3 +751,20 @@ def family_summary(info: Mapping[str, Any]) -> dict[str, Any]:
         "identities in families": members,
         "share of identities in families (%)": round(100.0 * info["family_share"], 1),
     }
+
+
+def convergence_note(log: Iterable[Mapping[str, Any]], stop_epoch: int) -> str:
+    """One sentence on what a run trained past the profile's ``stop_epoch`` gained after it.
+
+    ``log`` holds the run's ``metrics.jsonl`` rows; the eval rows give mAP per epoch.
+    """
+    maps = {int(r["epoch"]): float(r["mAP"]) for r in log if r.get("kind") == "eval"}
+    if stop_epoch not in maps or max(maps) <= stop_epoch:
+        return f"no evaluation after epoch {stop_epoch} to compare with"
+    last = max(maps)
+    gain = maps[last] - maps[stop_epoch]
+    return (
+        f"mAP {maps[stop_epoch]:.1f} where the profile stops (epoch {stop_epoch}), "
+        f"{maps[last]:.1f} after {last} epochs: {gain:+.1f} points for "
+        f"{last - stop_epoch} more epoch{'s' if last - stop_epoch > 1 else ''}"
+    )

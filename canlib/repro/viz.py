@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 from torch import Tensor, nn
 
@@ -365,7 +366,7 @@ def _detail_label(value: Any) -> str:
 # --------------------------------------------------------------------------- training
 
 
-def training_curves(rows: Sequence[Mapping[str, Any]]) -> Figure:
+def training_curves(rows: Sequence[Mapping[str, Any]], stop_epoch: int | None = None) -> Figure:
     """Loss parts and test metrics over epochs, two panels (notebook 02).
 
     Args:
@@ -374,6 +375,8 @@ def training_curves(rows: Sequence[Mapping[str, Any]]) -> Figure:
             eval rows (``kind == "eval"``, with ``epoch``, ``mAP`` and ``rank1`` in percent).
             Train rows are averaged per epoch; a loss part that is missing or None in a row
             (e.g. ``loss_center`` when the center loss is off) is left out of that row.
+        stop_epoch: draw a dashed line at this epoch (where the profile's run stops, for a
+            run trained on past it).
 
     Returns:
         A figure with two axes: losses (one line per ``loss_*`` part), then mAP and rank-1.
@@ -394,6 +397,12 @@ def training_curves(rows: Sequence[Mapping[str, Any]]) -> Figure:
     )
     ax_loss.set_title("training loss (mean per epoch)")
     ax_eval.set_title("test metrics")
+    for ax in (ax_loss, ax_eval):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
+        if stop_epoch is not None:
+            ax.axvline(stop_epoch, color="grey", linestyle="--", label="profile stops")
+            legend = ax.get_legend()
+            ax.legend(title=legend.get_title().get_text() if legend else None)
     return fig
 
 
