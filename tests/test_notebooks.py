@@ -43,6 +43,17 @@ def test_first_code_cell_is_the_parameters_cell(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
+def test_papermill_reads_every_parameter_of_the_parameters_cell(path):
+    # A line papermill cannot parse (an "=" in its comment did it) makes it warn "Passed
+    # unknown parameter" for every run that sets that parameter.
+    from papermill.translators import PythonTranslator
+
+    code = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    parsed = [p.name for p in PythonTranslator.inspect({"source": code[0].source})]
+    assert parsed == ["profile", "dataset", "data_root", "device", "seed", "overrides", "options"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=NAMES)
 def test_second_code_cell_passes_the_parameters_to_start_in_one_line(path):
     code = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
     calls = [line for line in code[1].source.splitlines() if "notebook.start(" in line]
