@@ -93,7 +93,7 @@ class NotebookRun:
         return metrics
 
     def run_longer(self, table: str, row: str, factor: int = 2) -> dict[str, Any] | None:
-        """The row trained ``factor`` times as many epochs, evaluated after each (seed 0).
+        """The row trained ``factor`` times as many epochs, evaluated after each (its first seed).
 
         The lr milestones stay where the profile puts them, so the first epochs repeat the
         profile's run and the rest show how much it would still gain: whether it stopped on a
