@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from canlib.config import ExperimentConfig
@@ -151,8 +152,6 @@ def _process_group(device: str) -> Iterator[int]:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         yield 0
         return
-    from datetime import timedelta
-
     import torch
     import torch.distributed as dist
 

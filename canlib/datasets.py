@@ -33,6 +33,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
 
 from canlib.errors import ConfigError, DatasetError, DatasetNotFoundError
 from canlib.rules import JUNK_PID  # junk images: dropped from train, kept in query/gallery
@@ -444,8 +446,6 @@ def _cell_grid(refs: np.ndarray) -> np.ndarray:
 
 
 def _save_png_atomic(image: np.ndarray, path: Path) -> None:
-    from PIL import Image
-
     # Write then rename, so an interrupted extraction never leaves a truncated PNG that the
     # cache check would take for a finished one.
     tmp = path.with_name(path.name + ".part")
@@ -467,8 +467,7 @@ def extract_cuhk03_images(mat_path: Path, subset: str, out_dir: Path) -> int:
     Raises:
         DatasetError: The file is not HDF5, lacks the subset, or holds a malformed image.
     """
-    import h5py
-    from tqdm import tqdm
+    import h5py  # optional: only CUHK03's MATLAB file needs it
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = 0
@@ -510,7 +509,7 @@ def _mat_strings(cells: np.ndarray) -> list[str]:
 
 def _read_new_protocol(path: Path) -> dict[str, Any]:
     """Read a ``cuhk03_new_protocol_config_*.mat`` file; indices made 0-based and checked."""
-    from scipy.io import loadmat
+    from scipy.io import loadmat  # only CUHK03's split files need it (a slow import)
 
     try:
         mat = loadmat(str(path))
@@ -896,8 +895,6 @@ def check_images(
     """
     # Imported here, not at the top: canlib.data.transforms imports torch, and parsing a
     # dataset (and checking a config, which reads DATASET_NAMES) must not need it.
-    from tqdm import tqdm
-
     from canlib.data.transforms import decode_image
 
     reasons: dict[str, str | None] = {}
@@ -929,8 +926,6 @@ def check_images(
 
 def _decode_reason(error: DatasetError, path: str) -> str:
     """A short reason: the decoder's or the OS's own words, without repeating the path."""
-    from PIL import UnidentifiedImageError
-
     cause = error.__cause__
     if isinstance(cause, UnidentifiedImageError):
         empty = os.path.isfile(path) and os.path.getsize(path) == 0

@@ -18,6 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+import torch
+
 from canlib import engine
 from canlib.config import ExperimentConfig, parse_overrides
 from canlib.data.transforms import build_test_transform, decode_image, resize
@@ -185,8 +189,6 @@ class NotebookRun:
             ``table`` where the paper is ambiguous) plus ``choice``, ``default`` and
             ``alternative``.
         """
-        import pandas as pd
-
         lines = []
         for choice in OPEN_CHOICES:
             base = self.config(*choice.row).with_overrides(dict(choice.default_overrides))
@@ -463,9 +465,6 @@ def figure_inputs(data, cfg: ExperimentConfig, count: int = 4):
     queries and their matching gallery images, and the queries as uint8 HxWx3 arrays for
     the overlays. Only queries that have a valid match under the protocol are taken.
     """
-    import numpy as np
-    import torch
-
     pairs = []
     for q in data.query:
         match = next((g for g in data.gallery if g[1] == q[1] and g[2] != q[2] and g[1] >= 0), None)
@@ -507,8 +506,6 @@ def fingerprint(cfg: ExperimentConfig, data=None) -> dict[str, dict[str, float]]
         cfg: one experiment (a table row).
         data: the dataset of ``cfg`` if already built (saves rebuilding it per row).
     """
-    import torch
-
     data = engine.build_data(cfg) if data is None else data
     engine.seed_everything(cfg.train.seed)
     parts = engine.build_training(cfg, data.num_train_pids, torch.device("cpu"))
@@ -678,9 +675,6 @@ def body_share(model, data, cfg: ExperimentConfig, count: int = 64) -> float | N
     Returns:
         The mean share over the queries in percent, or None for a dataset without masks.
     """
-    import numpy as np
-    import torch
-
     if cfg.data.dataset != "synthetic":
         return None
     records = list(data.query)[:count]

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any, Self
 
+import psutil
+
 from canlib import trunk
 from canlib.config import parse_overrides
 from canlib.errors import CanlibError, ConfigError
@@ -74,6 +76,8 @@ def reproduce(
         ConfigError: a bad profile, override or notebook number, before anything runs.
         CanlibError: a notebook failed; the partial executed notebook is kept.
     """
+    # papermill and nbformat are imported where they are used: canlib runs from source
+    # without them (a GPU machine with torch alone trains and evaluates).
     import papermill
 
     override_list = [f"{k}={v}" for k, v in parse_overrides(overrides).items()]
@@ -232,8 +236,6 @@ class _PeakMemory:
         self._thread.join()
 
     def _poll(self) -> None:
-        import psutil
-
         me = psutil.Process()
         while not self._stop.is_set():
             total = 0

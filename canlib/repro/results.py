@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import torch
 
 from canlib import checkpoint
 from canlib.config import SYNTHETIC_TRUNK, ExperimentConfig
@@ -290,9 +294,6 @@ def run_description(cfg: ExperimentConfig) -> str:
 
 def environment() -> dict[str, Any]:
     """OS, Python, package versions, device and git state, for manifests."""
-    import numpy
-    import torch
-
     info: dict[str, Any] = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "os": platform.platform(),
@@ -301,7 +302,7 @@ def environment() -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "cpu_count": _cpu_count(),
-        "numpy": numpy.__version__,
+        "numpy": np.__version__,
         "pandas": pd.__version__,
     }
     for name in ("torchvision", "papermill", "nbval", "canlib"):
@@ -330,8 +331,6 @@ def git_state() -> dict[str, Any]:
 
 
 def _version(name: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version(name)
     except PackageNotFoundError:
@@ -339,6 +338,4 @@ def _version(name: str) -> str | None:
 
 
 def _cpu_count() -> int | None:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
