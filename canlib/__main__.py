@@ -69,29 +69,20 @@ def _parser() -> argparse.ArgumentParser:
     reproduce = commands.add_parser(
         "reproduce", help="execute the notebooks with papermill into results/ and figures/"
     )
-    reproduce.add_argument("--profile", default="synthetic", help="smoke, synthetic or paper")
-    reproduce.add_argument("--dataset", help="dataset name (default: the profile's)")
-    reproduce.add_argument("--data-root", help="folder of a real dataset")
-    reproduce.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    _add_run_options(reproduce)
     reproduce.add_argument("--only", help="comma-separated notebook numbers, e.g. 03,04")
     reproduce.add_argument("--force", action="store_true", help="retrain runs that are cached")
-    reproduce.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field in every notebook",
-    )
     return parser
 
 
 def _add_run_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--profile", default="synthetic", help="smoke, synthetic or paper")
     sub.add_argument(
-        "--dataset", help="market1501, dukemtmcreid, cuhk03, msmt17, folder, synthetic"
+        "--dataset",
+        help="market1501, dukemtmcreid, cuhk03, msmt17, folder, synthetic (default: the profile's)",
     )
     sub.add_argument("--data-root", help="folder of a real dataset")
-    sub.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    sub.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     sub.add_argument(
         "--set",
         action="append",
@@ -101,13 +92,14 @@ def _add_run_options(sub: argparse.ArgumentParser) -> None:
     )
 
 
-def _overrides(args: argparse.Namespace) -> list[str]:
+def _overrides(args: argparse.Namespace, *, device: bool = True) -> list[str]:
+    """The shortcut options as ``--set`` items, before the user's own ``--set`` ones."""
     items = []
     if getattr(args, "dataset", None):
         items.append(f"data.dataset={args.dataset}")
     if getattr(args, "data_root", None):
         items.append(f"data.data_root={args.data_root}")
-    if getattr(args, "device", None):
+    if device and getattr(args, "device", None):
         items.append(f"train.device={args.device}")
     if getattr(args, "model", None):
         items.append(f"model.name={args.model}")
@@ -216,14 +208,15 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from canlib.repro.reproduce import reproduce  # torch: see the note at the top
 
-    overrides = list(args.set)
-    if args.dataset:
-        overrides.append(f"data.dataset={args.dataset}")
-    if args.data_root:
-        overrides.append(f"data.data_root={args.data_root}")
+    # The device is a parameter of its own in each notebook, not an override.
+    overrides = _overrides(args, device=False)
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     manifest = reproduce(
-        args.profile, overrides=overrides, device=args.device, only=only, force=args.force
+        args.profile,
+        overrides=overrides,
+        device=args.device or "auto",
+        only=only,
+        force=args.force,
     )
     print(json.dumps(manifest["notebooks"], indent=2))
     return 0

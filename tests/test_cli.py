@@ -434,3 +434,33 @@ def test_torchrun_backend_follows_the_runs_device_not_the_machine(device, backen
         assert options["device_id"] == torch.device("cuda", 1)
     else:
         assert "device_id" not in options
+
+
+def test_reproduce_forwards_the_shared_run_options_and_keeps_the_device_its_own(monkeypatch):
+    """``reproduce`` takes the same --dataset/--data-root/--device/--set as ``train``; the
+    device goes to each notebook's own parameter, the rest become overrides in --set's order."""
+    from canlib import __main__ as cli
+    from canlib.repro import reproduce as reproduce_module
+
+    calls = []
+
+    def fake(profile, **kwargs):
+        calls.append((profile, kwargs))
+        return {"notebooks": {}}
+
+    monkeypatch.setattr(reproduce_module, "reproduce", fake)
+    argv = ["reproduce", "--profile", "smoke", "--dataset", "market1501", "--data-root", "/d"]
+    assert cli.main([*argv, "--device", "cpu", "--set", "train.epochs=2", "--only", "03"]) == 0
+    assert cli.main(["reproduce"]) == 0
+    assert calls == [
+        (
+            "smoke",
+            {
+                "overrides": ["data.dataset=market1501", "data.data_root=/d", "train.epochs=2"],
+                "device": "cpu",
+                "only": ["03"],
+                "force": False,
+            },
+        ),
+        ("synthetic", {"overrides": [], "device": "auto", "only": None, "force": False}),
+    ]
