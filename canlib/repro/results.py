@@ -198,6 +198,10 @@ def seeds_table(
     return pd.DataFrame(out).set_index("row")
 
 
+# Effects are written to 3 decimals, one row per claim or choice (no index column).
+_EFFECT_CSV = {"index": False, "float_format": "%.3f"}
+
+
 def save_claims(table: pd.DataFrame, results_dir: str | Path, note: str = "") -> list[Path]:
     """Write a :func:`canlib.repro.stats.claims_table` as ``claims.csv`` and ``claims.md``.
 
@@ -207,51 +211,42 @@ def save_claims(table: pd.DataFrame, results_dir: str | Path, note: str = "") ->
     Returns:
         The two paths written.
     """
-    out_dir = Path(results_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = out_dir / "claims.csv", out_dir / "claims.md"
-    table.to_csv(csv_path, index=False, float_format="%.3f")
-    shown = table.copy()
-    for col in ("paper_effect", "effect_mean", "ci_low", "ci_high"):
-        shown[col] = [None if pd.isna(v) else f"{v:+.1f}" for v in table[col]]
-    body = to_markdown(shown.set_index("claim"))
-    md_path.write_text((note.strip() + "\n\n" if note else "") + body + "\n")
-    return [csv_path, md_path]
+    shown = _signed(table, ("paper_effect", "effect_mean", "ci_low", "ci_high"))
+    return _write(table, shown.set_index("claim"), results_dir, "claims", note, **_EFFECT_CSV)
 
 
 def save_open_choices(table: pd.DataFrame, results_dir: str | Path, note: str = "") -> list[Path]:
     """Write :meth:`canlib.repro.notebook.NotebookRun.open_choices` as ``open_choices.csv`` (the
     columns of ``claims.csv`` plus ``choice``) and ``open_choices.md``."""
-    out_dir = Path(results_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = out_dir / "open_choices.csv", out_dir / "open_choices.md"
-    table[[*stats.CLAIM_COLUMNS, "choice"]].to_csv(csv_path, index=False, float_format="%.3f")
-    shown = table[
-        [
-            "choice",
-            "default",
-            "alternative",
-            "effect_mean",
-            "ci_low",
-            "ci_high",
-            "n_seeds",
-            "verdict",
-        ]
-    ].copy()
-    for col in ("effect_mean", "ci_low", "ci_high"):
-        shown[col] = [None if pd.isna(v) else f"{v:+.1f}" for v in shown[col]]
-    body = to_markdown(shown.set_index("choice"))
-    md_path.write_text((note.strip() + "\n\n" if note else "") + body + "\n")
-    return [csv_path, md_path]
+    columns = ["choice", "default", "alternative", "effect_mean", "ci_low", "ci_high"]
+    shown = _signed(table[[*columns, "n_seeds", "verdict"]], ("effect_mean", "ci_low", "ci_high"))
+    csv = table[[*stats.CLAIM_COLUMNS, "choice"]]
+    return _write(csv, shown.set_index("choice"), results_dir, "open_choices", note, **_EFFECT_CSV)
 
 
 def save_table(table: pd.DataFrame, out_dir: str | Path, name: str, note: str = "") -> list[Path]:
     """Write ``table`` as ``<name>.csv`` and ``<name>.md`` (with ``note`` above the table)."""
+    return _write(table, table, out_dir, name, note)
+
+
+def _signed(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """A copy with ``columns`` as signed numbers to one decimal (blank where missing)."""
+    shown = table.copy()
+    for col in columns:
+        shown[col] = [None if pd.isna(v) else f"{v:+.1f}" for v in table[col]]
+    return shown
+
+
+def _write(
+    csv: pd.DataFrame, shown: pd.DataFrame, out_dir: str | Path, name: str, note: str, **to_csv
+) -> list[Path]:
+    """``csv`` as ``<name>.csv`` (``to_csv``: pandas' options) and ``shown`` as ``<name>.md``,
+    with ``note`` above the table."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / f"{name}.csv", out_dir / f"{name}.md"
-    table.to_csv(csv_path)
-    md_path.write_text((note.strip() + "\n\n" if note else "") + to_markdown(table) + "\n")
+    csv.to_csv(csv_path, **to_csv)
+    md_path.write_text((note.strip() + "\n\n" if note else "") + to_markdown(shown) + "\n")
     return [csv_path, md_path]
 
 
