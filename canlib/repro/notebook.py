@@ -211,17 +211,11 @@ class NotebookRun:
             a, b = (stats.seed_values(runs, "mAP") for runs in (alternative, default))
             common = sorted(set(a) & set(b))
             effect = stats.paired_effect([a[i] for i in common], [b[i] for i in common])
+            claim = f"{choice.alternative} instead of {choice.default}"
+            verdict = stats.choice_verdict(effect.ci_low, effect.ci_high)
             lines.append(
                 {
-                    "claim": f"{choice.alternative} instead of {choice.default}",
-                    "table": choice.where,
-                    "paper_effect": float("nan"),
-                    "direction": "",
-                    "effect_mean": effect.mean,
-                    "ci_low": effect.ci_low,
-                    "ci_high": effect.ci_high,
-                    "n_seeds": effect.n,
-                    "verdict": stats.choice_verdict(effect.ci_low, effect.ci_high),
+                    **stats.effect_line(claim, choice.where, effect, verdict),
                     "choice": choice.choice,
                     "default": choice.default,
                     "alternative": choice.alternative,

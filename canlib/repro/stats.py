@@ -290,20 +290,33 @@ def claims_table(
         else:
             judged = verdict(claim.direction, effect.ci_low, effect.ci_high, effect.n)
         paper = claim.paper_effect
+        paper_effect = math.nan if paper is None else float(paper)
         lines.append(
-            {
-                "claim": claim.claim,
-                "table": claim.table,
-                "paper_effect": math.nan if paper is None else float(paper),
-                "direction": claim.direction,
-                "effect_mean": effect.mean,
-                "ci_low": effect.ci_low,
-                "ci_high": effect.ci_high,
-                "n_seeds": effect.n,
-                "verdict": judged,
-            }
+            effect_line(claim.claim, claim.table, effect, judged, paper_effect, claim.direction)
         )
     return pd.DataFrame(lines, columns=list(CLAIM_COLUMNS))
+
+
+def effect_line(
+    claim: str,
+    table: str,
+    effect: Interval,
+    verdict: str,
+    paper_effect: float = math.nan,
+    direction: str = "",
+) -> dict[str, Any]:
+    """One line of a claims table (:data:`CLAIM_COLUMNS`): a claim or an open choice."""
+    return {
+        "claim": claim,
+        "table": table,
+        "paper_effect": paper_effect,
+        "direction": direction,
+        "effect_mean": effect.mean,
+        "ci_low": effect.ci_low,
+        "ci_high": effect.ci_high,
+        "n_seeds": effect.n,
+        "verdict": verdict,
+    }
 
 
 def claim_sentence(row: Mapping[str, Any], unit: str = "mAP", metric: str | None = None) -> str:
