@@ -910,18 +910,22 @@ def check_images(
     bad = [(path, reason) for path, reason in reasons.items() if reason is not None]
     if not bad:
         return list(records), []
-    listed = "; ".join(f"{path} ({reason})" for path, reason in bad[:_BAD_LISTED])
-    more = f" and {len(bad) - _BAD_LISTED} more" if len(bad) > _BAD_LISTED else ""
     counts = f"{len(bad)} of {len(reasons)} images"
     if not remove_bad:
         raise DatasetError(
-            f"{counts} cannot be decoded: {listed}{more}; fix or delete them, or pass "
+            f"{counts} cannot be decoded: {list_bad(bad)}; fix or delete them, or pass "
             "remove_bad=True to skip them."
         )
     warnings.warn(
-        f"Skipped {counts} that cannot be decoded: {listed}{more}.", DatasetWarning, stacklevel=2
+        f"Skipped {counts} that cannot be decoded: {list_bad(bad)}.", DatasetWarning, stacklevel=2
     )
     return [r for r in records if reasons[str(r[0])] is None], bad
+
+
+def list_bad(bad: Sequence[tuple[str, str]]) -> str:
+    """``(path, reason)`` pairs for a message: the first five, then how many more."""
+    listed = "; ".join(f"{path} ({reason})" for path, reason in bad[:_BAD_LISTED])
+    return listed + (f" and {len(bad) - _BAD_LISTED} more" if len(bad) > _BAD_LISTED else "")
 
 
 def _decode_reason(error: DatasetError, path: str) -> str:

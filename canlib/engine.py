@@ -640,10 +640,9 @@ def check_train_images(
         warnings.simplefilter("ignore", datasets.DatasetWarning)
         _, bad = datasets.check_images(records, remove_bad=True, progress=progress)
     if bad:
-        listed = "; ".join(f"{path} ({reason})" for path, reason in bad[:5])
-        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         raise DatasetError(
-            f"{len(bad)} of {len(paths)} training images cannot be decoded: {listed}{more}; "
+            f"{len(bad)} of {len(paths)} training images cannot be decoded: "
+            f"{datasets.list_bad(bad)}; "
             f"training stopped before its first step: delete or replace them "
             f"(`{check_command}` lists the unreadable images of every split)"
         )
