@@ -49,6 +49,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from canlib import engine
 from canlib.config import ExperimentConfig
 from canlib.data.sampling import PKSampler
+from canlib.evaluate import evaluate_rank, pairwise_distance
 from canlib.repro.experiments import profile
 from canlib.synthetic import ensure_synthetic
 
@@ -201,10 +202,10 @@ def time_test_set(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     features = time.perf_counter() - start
-    from canlib.evaluate import evaluate_rank, pairwise_distance
-
     start = time.perf_counter()
-    evaluate_rank(pairwise_distance(qf, gf), q_pids, g_pids, q_cams, g_cams)
+    # --quick's gallery can be smaller than the CMC's 50 ranks, which evaluate_rank warns of.
+    max_rank = min(cfg.eval.max_rank, len(gallery))
+    evaluate_rank(pairwise_distance(qf, gf), q_pids, g_pids, q_cams, g_cams, max_rank=max_rank)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return {
