@@ -76,8 +76,7 @@ def reproduce(
         ConfigError: a bad profile, override or notebook number, before anything runs.
         CanlibError: a notebook failed; the partial executed notebook is kept.
     """
-    # papermill and nbformat are imported where they are used: canlib runs from source
-    # without them (a GPU machine with torch alone trains and evaluates).
+    # Imported here: canlib trains and evaluates without papermill (a GPU box with torch).
     import papermill
 
     override_list = [f"{k}={v}" for k, v in parse_overrides(overrides).items()]
@@ -191,7 +190,7 @@ def _select(found: list[Path], only: list[str] | None, folder: Path) -> list[Pat
 
 def _relative_papermill_paths(path: Path, root: Path) -> None:
     """Papermill records the absolute input and output paths: keep them relative to ``root``."""
-    import nbformat
+    import nbformat  # with papermill, only for reproduce (see reproduce)
 
     if not path.is_file():
         return
