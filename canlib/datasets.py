@@ -215,8 +215,16 @@ def _sorted_files(folder: Path) -> list[Path]:
     # Sorted so that record order never depends on the filesystem; scandir's cached file type
     # spares one stat call per image on 20k-file folders. Never recursive, so a link back up
     # the tree (``loop -> ..``) is just a folder entry and cannot make listing loop.
-    with os.scandir(folder) as entries:
-        return sorted(Path(e.path) for e in entries if _is_file_entry(e))
+    return [Path(e.path) for e in _visible_entries(folder) if _is_file_entry(e)]
+
+
+def _visible_entries(folder: Path) -> list[os.DirEntry]:
+    """A folder's entries sorted by name, hidden ones (``.name``) left out, as ``glob`` does
+    (torchreid and fast-reid list images with it): a tree copied through a Mac holds an
+    AppleDouble ``._0002_c1s1_000451_03.jpg`` beside each image, which is not an image, and
+    Jupyter adds ``.ipynb_checkpoints`` folders."""
+    with os.scandir(folder) as listing:
+        return sorted((e for e in listing if not e.name.startswith(".")), key=lambda e: e.name)
 
 
 def _is_file_entry(entry: os.DirEntry) -> bool:
@@ -763,9 +771,7 @@ _FOLDER_EXAMPLE = "<split>/<pid>/<camid>_<anything>.jpg, e.g. train/0007/0_frame
 
 def _parse_folder_split(folder: Path) -> list[ImageRecord]:
     records = []
-    with os.scandir(folder) as listing:
-        entries = sorted(listing, key=lambda e: e.name)
-    for entry in entries:
+    for entry in _visible_entries(folder):
         if _is_file_entry(entry):
             if is_image_file(entry.name):
                 raise DatasetError(

@@ -148,6 +148,23 @@ def test_market1501_root_itself_and_uppercase_extension(tmp_path: Path) -> None:
     assert [(r.pid, r.camid) for r in ds.train + ds.query + ds.gallery] == [(0, 0), (2, 0), (2, 1)]
 
 
+def test_hidden_files_of_a_mac_or_jupyter_are_not_images(tmp_path: Path) -> None:
+    """A tree copied through a Mac holds an AppleDouble ``._<name>`` beside each image and a
+    ``.DS_Store``; glob, which torchreid and fast-reid list images with, skips them, and so do
+    we. The records are those of the tree without them."""
+    make_market_tree(
+        tmp_path,
+        train=["0002_c1s1_000451_03.jpg", "._0002_c1s1_000451_03.jpg", ".DS_Store"],
+        query=["0003_c1s1_000101_00.jpg", "._0003_c1s1_000101_00.jpg"],
+        gallery=["0003_c2s1_000401_02.jpg", ".hidden/0003_c3s1_000401_02.jpg"],
+    )
+    ds = build_quietly("market1501", tmp_path)
+    base = tmp_path / "Market-1501-v15.09.15"
+    assert as_tuples(ds.train, base) == [("bounding_box_train/0002_c1s1_000451_03.jpg", 0, 0)]
+    assert as_tuples(ds.query, base) == [("query/0003_c1s1_000101_00.jpg", 3, 0)]
+    assert as_tuples(ds.gallery, base) == [("bounding_box_test/0003_c2s1_000401_02.jpg", 3, 1)]
+
+
 def test_dukemtmcreid_names_and_cameras(tmp_path: Path) -> None:
     base = make_market_tree(
         tmp_path,
@@ -681,6 +698,28 @@ def test_folder_layout(tmp_path: Path) -> None:
     assert as_tuples(ds.gallery, tmp_path) == [
         ("gallery/0001/1_g.jpg", 1, 1),
         ("gallery/0002/0_h.jpg", 2, 0),
+    ]
+
+
+def test_folder_layout_skips_hidden_folders_and_files(tmp_path: Path) -> None:
+    """Jupyter's ``.ipynb_checkpoints`` beside the pid folders, or inside one, and a Mac's
+    ``._`` files are not data: the records are those of :data:`FOLDER_FILES` alone."""
+    hidden = [
+        "train/.ipynb_checkpoints/0_a-checkpoint.jpg",
+        "train/0007/.ipynb_checkpoints/0_a-checkpoint.jpg",
+        "train/0007/._0_a.jpg",
+        "gallery/.DS_Store",
+    ]
+    make_folder_tree(tmp_path, FOLDER_FILES + hidden)
+    ds = build_dataset("folder", tmp_path)
+    make_folder_tree(tmp_path / "plain", FOLDER_FILES)
+    plain = build_dataset("folder", tmp_path / "plain")
+    for split in ("train", "query", "gallery"):
+        got = as_tuples(getattr(ds, split), tmp_path)
+        assert got == as_tuples(getattr(plain, split), tmp_path / "plain")
+    assert as_tuples(ds.train, tmp_path)[1:] == [
+        ("train/0007/0_a.jpg", 1, 0),
+        ("train/0007/1_b.jpg", 1, 1),
     ]
 
 
