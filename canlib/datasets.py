@@ -678,10 +678,20 @@ def parse_msmt17_list(list_path: Path, img_dir: Path, *, max_cam: int = 15) -> l
         Records in file order; camera = ``int(name.split('_')[2]) - 1``.
 
     Raises:
-        DatasetError: A line does not look like ``<path> <pid>``, or names an invalid camera.
+        DatasetError: A line does not look like ``<path> <pid>``, or names an invalid camera,
+            or the file is not text.
     """
+    try:
+        # utf-8-sig: a list saved by a Windows editor starts with a byte-order mark, which
+        # would otherwise become part of the first path.
+        text = list_path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DatasetError(
+            f"{list_path} is not a UTF-8 text file ({error.reason} at byte {error.start}); "
+            f"expected lines like {_MSMT_LINE}."
+        ) from error
     records = []
-    for lineno, line in enumerate(list_path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split()

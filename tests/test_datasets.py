@@ -653,6 +653,29 @@ def test_msmt17_missing_pieces(tmp_path: Path) -> None:
     assert str(base) in str(err.value)
 
 
+def test_msmt17_lists_saved_on_windows_read_the_same(tmp_path: Path) -> None:
+    """A list saved by a Windows editor: a UTF-8 byte-order mark and CRLF line ends. The
+    records are those of the plain lists (the mark is not part of the first path)."""
+    base = make_msmt17_tree(tmp_path / "plain", "MSMT17_V1", MSMT_LISTS)
+    plain = build_quietly("msmt17", tmp_path / "plain")
+    windows = make_msmt17_tree(tmp_path / "windows", "MSMT17_V1", MSMT_LISTS)
+    for name in ("list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt"):
+        text = (windows / name).read_text()
+        (windows / name).write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    ds = build_quietly("msmt17", tmp_path / "windows")
+    for split in ("train", "query", "gallery"):
+        assert as_tuples(getattr(ds, split), windows) == as_tuples(getattr(plain, split), base)
+    assert as_tuples(ds.query, windows) == [("test/0000/0000_000_01_0303morning_0015_0.jpg", 0, 0)]
+
+
+def test_msmt17_list_that_is_not_text_is_named(tmp_path: Path) -> None:
+    base = make_msmt17_tree(tmp_path, "MSMT17_V1", MSMT_LISTS)
+    (base / "list_query.txt").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe binary")
+    with pytest.raises(DatasetError, match="not a UTF-8 text file") as err:
+        build_dataset("msmt17", tmp_path)
+    assert str(base / "list_query.txt") in str(err.value)
+
+
 def test_msmt17_empty_list(tmp_path: Path) -> None:
     base = make_msmt17_tree(tmp_path, "MSMT17_V1", {**MSMT_LISTS, "query": [""]})
     with pytest.raises(DatasetError, match="holds no images") as err:
