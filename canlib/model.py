@@ -173,7 +173,12 @@ def _imagenet_state_dict(name: str) -> dict[str, Tensor]:
 
 
 def _load_weights_file(path: str | os.PathLike) -> dict[str, Tensor]:
-    """A state dict read from a local file with ``weights_only=True``."""
+    """A state dict read from a local file with ``weights_only=True``.
+
+    As torchreid's ``load_pretrained_weights`` does, a checkpoint that wraps it under
+    ``state_dict`` is unwrapped, and the ``module.`` prefix that ``DataParallel`` and
+    ``DistributedDataParallel`` put on every key is dropped.
+    """
     if not os.path.isfile(path):
         raise CheckpointError(f"pretrained weights file {os.fspath(path)!r} does not exist")
     try:
@@ -187,6 +192,8 @@ def _load_weights_file(path: str | os.PathLike) -> dict[str, Tensor]:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise CheckpointError(f"pretrained weights file {os.fspath(path)!r} holds no state dict")
+    if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
     return state
 
 

@@ -310,6 +310,27 @@ def test_pretrained_from_local_file(tmp_path):
         build_model("can", 3, backbone="resnet18", pretrained=str(tmp_path / "missing.pth"))
 
 
+def test_pretrained_file_saved_from_data_parallel_loads_the_same(tmp_path):
+    """``DataParallel``/DDP prefix every key with ``module.``, and a training checkpoint may
+    wrap the weights under ``state_dict``: both load as the plain torchvision file does."""
+    source = torchvision.models.resnet18()
+    wrapped = torch.nn.DataParallel(source).state_dict()
+    assert all(k.startswith("module.") for k in wrapped)
+    path = tmp_path / "dp.pth"
+    torch.save({"state_dict": wrapped, "epoch": 90}, path)
+    net = build_resnet("resnet18", pretrained=str(path))
+    for (name, p), q in zip(net.named_parameters(), source.parameters()):
+        if not name.startswith("fc."):
+            assert torch.equal(p, q), name
+    # A prefix on some keys only is not a wrapper: refused, naming the odd keys.
+    mixed = {
+        ("module." + k if k.startswith("conv1") else k): v for k, v in source.state_dict().items()
+    }
+    torch.save(mixed, tmp_path / "mixed.pth")
+    with pytest.raises(CheckpointError, match="unexpected \\['module.conv1.weight'\\]"):
+        build_resnet("resnet18", pretrained=str(tmp_path / "mixed.pth"))
+
+
 def test_pretrained_offline_says_where_to_put_the_file(monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("no network")
