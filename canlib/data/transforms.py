@@ -1,27 +1,19 @@
 """Decoding and augmentation of person crops: one implementation, on batches, on any device.
 
-Decoding (:func:`decode_image`, a file to a ``uint8`` ``(3, H, W)`` tensor, and
-:func:`decode_to_size`, which also brings it to the model's input size) runs where the images
-are read: in DataLoader workers (``data.pipeline=cpu``) or once into a cache
-(``data.pipeline=gpu``, :mod:`canlib.data.cache`). Training augmentation then runs on whole
-``(B, 3, H, W)`` batches, on the CPU or the accelerator, in :class:`TrainAugment`: the same code,
-the same draws, whichever pipeline fed it.
+Images are decoded (:func:`decode_image`, :func:`decode_to_size`) in DataLoader workers
+(``data.pipeline=cpu``) or once into a cache (``data.pipeline=gpu``, :mod:`canlib.data.cache`);
+:class:`TrainAugment` then augments whole ``(B, 3, H, W)`` batches on the CPU or the
+accelerator, the same code and draws whichever pipeline fed it.
 
-Every augmentation is split into a *draw* (a function of the batch size and an explicit
-``torch.Generator`` returning ``(B,)`` tensors, e.g. :func:`draw_erasing_boxes`) and an *apply*
-(a deterministic function of the batch and those draws, e.g. :func:`flip_pad_crop`). The engine
-seeds one generator per (seed, epoch, rank), so a resumed run redraws exactly what the
-uninterrupted one drew. torchvision's ``transforms.v2`` and ``kornia.augmentation`` draw from
-torch's global RNG and differ in random erasing (torchvision draws the aspect log-uniformly,
-kornia draws one box and clips it instead of Zhong et al.'s retry loop);
+Design: each augmentation is a *draw* from an explicit ``torch.Generator`` (``(B,)`` tensors)
+and a deterministic *apply*. The engine seeds one generator per (seed, epoch, rank), so a
+resumed run redraws exactly what the uninterrupted one drew. torchvision's ``transforms.v2``
+and ``kornia.augmentation`` draw from torch's global RNG and define random erasing differently
+(log-uniform aspect; one clipped box instead of Zhong et al.'s retry loop);
 ``benchmarks/augment_speed.py`` measures both against this module.
 
-Training pipeline, in BoT's order (Luo et al., "Bag of Tricks and a Strong Baseline for
-Deep Person Re-identification", 2019): resize to 384 x 128 (paper §4.6) -> random
-horizontal flip (p=0.5) -> zero-pad 10 and random crop back to size -> ImageNet
-normalisation -> random erasing (p=0.5, value 0 after normalisation). The paper names only
-the input size; the rest is ours, after BoT and torchreid. Test pipeline: resize ->
-normalisation (:class:`TestTransform`, one image at a time, in float: no ``uint8`` rounding).
+Pipelines (the paper names only the 384 x 128 input, §4.6; the rest is ours, in the order of
+BoT, Luo et al. 2019): training in :class:`TrainAugment`, test in :class:`TestTransform`.
 """
 
 from __future__ import annotations
@@ -188,8 +180,7 @@ def decode_to_size(path: str | Path, height: int, width: int) -> torch.Tensor:
         ``uint8`` tensor ``(3, height, width)``.
 
     Raises:
-        DatasetNotFoundError: If the file does not exist.
-        DatasetError: If it cannot be decoded.
+        DatasetNotFoundError, DatasetError: As :func:`decode_image`.
     """
     image = decode_image(path)
     if image.shape[-2:] == (height, width):
@@ -246,9 +237,12 @@ def normalize(image: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ..
         mean: 3 channel means.
         std: 3 channel standard deviations.
     """
-    mean_t = torch.tensor(mean, dtype=image.dtype, device=image.device).view(3, 1, 1)
-    std_t = torch.tensor(std, dtype=image.dtype, device=image.device).view(3, 1, 1)
-    return (image - mean_t) / std_t
+    return (image - _per_channel(mean, image)) / _per_channel(std, image)
+
+
+def _per_channel(values: tuple[float, ...], like: torch.Tensor) -> torch.Tensor:
+    """3 channel values as a ``(3, 1, 1)`` tensor of ``like``'s dtype and device."""
+    return torch.tensor(values, dtype=like.dtype, device=like.device).view(3, 1, 1)
 
 
 # --- batched training augmentation ------------------------------------------------------
@@ -274,43 +268,6 @@ class AugmentParams:
     boxes: torch.Tensor
 
 
-def draw_flips(batch: int, p: float, generator: torch.Generator) -> torch.Tensor:
-    """Per-sample flips, True with probability ``p``.
-
-    Args:
-        batch: Number of samples B.
-        p: Flip probability in [0, 1].
-        generator: Source of randomness; the result lives on its device.
-
-    Returns:
-        ``bool`` ``(B,)``.
-    """
-    return torch.rand(batch, generator=generator, device=generator.device) < p
-
-
-def draw_crop_offsets(
-    batch: int, pad: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample crop offsets ``(top, left)``, each uniform on ``[0, 2 * pad]``.
-
-    With ``pad == 0`` both are zeros and nothing is drawn.
-
-    Args:
-        batch: Number of samples B.
-        pad: Padding on each side (>= 0).
-        generator: Source of randomness; the results live on its device.
-
-    Returns:
-        ``(top, left)``, ``int64`` ``(B,)`` each.
-    """
-    device = generator.device
-    if pad == 0:
-        zeros = torch.zeros(batch, dtype=torch.int64, device=device)
-        return zeros, zeros.clone()
-    offsets = torch.randint(0, 2 * pad + 1, (2, batch), generator=generator, device=device)
-    return offsets[0], offsets[1]
-
-
 def draw_erasing_boxes(
     batch: int,
     height: int,
@@ -324,19 +281,15 @@ def draw_erasing_boxes(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random-erasing boxes for a batch (Zhong et al., "Random Erasing Data Augmentation", 2017).
 
-    Each sample erases with probability ``p``; then all ``max_attempts`` attempts are drawn
-    at once (area fraction ~ U(scale), aspect height / width ~ U(ratio), box height
-    ``round(sqrt(area * aspect))``, width ``round(sqrt(area / aspect))``, kept if it fits
-    strictly and its rounded area fraction lies within ``scale``) and the first valid one is
-    taken. Attempts are independent, so the first valid of all drawn has exactly the
-    distribution of the sequential loop that stops at it; a sample with no valid attempt
-    erases nothing, as the loop does after ``max_attempts`` misses. The position is uniform
-    over the valid ones: top on ``[0, height - box_h]``, left on ``[0, width - box_w]``.
-    The aspect is uniform, as in Zhong et al., BoT and torchreid (torchvision draws it
-    log-uniformly); the rounded-area check is ours, so the erased fraction is exactly bounded.
-    tests/test_transforms.py checks the distribution against a plainly written sequential loop.
-
-    Box arithmetic is in float64, as Python floats (rounding ties go to even).
+    Each sample erases with probability ``p``. All ``max_attempts`` attempts are drawn at once
+    (area fraction ~ U(scale), aspect height / width ~ U(ratio), box
+    ``round(sqrt(area * aspect)) x round(sqrt(area / aspect))``, valid if it fits strictly and
+    its rounded area fraction lies within ``scale``) and the first valid one is taken: the
+    distribution of the sequential retry loop (tests/test_transforms.py checks it), and no box
+    when all attempts fail. The position is uniform over the places the box fits. The aspect is
+    uniform, as in Zhong et al., BoT and torchreid (torchvision: log-uniform); the rounded-area
+    check is ours, so the erased fraction is exactly bounded. Box arithmetic is in float64
+    (rounding ties go to even).
 
     Args:
         batch: Number of samples B.
@@ -358,7 +311,6 @@ def draw_erasing_boxes(
     position = torch.rand(
         (2, batch), generator=generator, device=generator.device, dtype=torch.float64
     )
-    # floor(u * n) is uniform on {0, ..., n - 1}; the clamp guards u * n rounding up to n.
     top = _uniform_index(position[0], height - box_h + 1)
     left = _uniform_index(position[1], width - box_w + 1)
     boxes = torch.stack([top, left, box_h, box_w], dim=1) * erase.unsqueeze(1)
@@ -479,9 +431,7 @@ class TrainAugment:
     uniform on ``[0, 2 * pad]`` -> normalise -> random erasing (``cfg.erasing_*``; value 0 after
     normalisation, i.e. the ImageNet mean colour, as MGN-pytorch and torchvision; BoT and torchreid
     fill with CIFAR-10's mean). No Python loop runs over samples: the draws are ``(B,)`` tensors
-    (:meth:`draw`), the flip and crop one gather, the erasing one mask (:meth:`apply`); normalising
-    and erasing work in place on the gathered batch. Everything runs on the device of the input and
-    the generator.
+    (:meth:`draw`), the flip and crop one gather, the erasing one mask (:meth:`apply`).
 
     Args:
         cfg: Sizes, probabilities and normalisation statistics.
@@ -501,8 +451,15 @@ class TrainAugment:
             generator: Source of randomness.
         """
         cfg = self.cfg
-        flip = draw_flips(batch, cfg.flip_p, generator)
-        top, left = draw_crop_offsets(batch, cfg.pad, generator)
+        device = generator.device
+        flip = torch.rand(batch, generator=generator, device=device) < cfg.flip_p
+        if cfg.pad == 0:  # no offsets to draw
+            top = torch.zeros(batch, dtype=torch.int64, device=device)
+            left = top.clone()
+        else:
+            top, left = torch.randint(
+                0, 2 * cfg.pad + 1, (2, batch), generator=generator, device=device
+            )
         erase, boxes = draw_erasing_boxes(
             batch,
             cfg.height,
@@ -534,10 +491,7 @@ class TrainAugment:
             out = flip_pad_crop(out, params.flip, params.top, params.left, cfg.pad)
         # Both branches end in a new tensor, so the rest works in place: on CPU, fresh
         # batch-sized buffers (page faults, cache misses) cost more than the arithmetic.
-        mean = torch.tensor(cfg.mean, dtype=out.dtype, device=out.device).view(3, 1, 1)
-        std = torch.tensor(cfg.std, dtype=out.dtype, device=out.device).view(3, 1, 1)
-        # (x - mean) / std, the same arithmetic as normalize().
-        out.sub_(mean).div_(std)
+        out.sub_(_per_channel(cfg.mean, out)).div_(_per_channel(cfg.std, out))  # as normalize()
         out.masked_fill_(box_mask(params.erase, params.boxes, cfg.height, cfg.width), 0.0)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         return out.contiguous(memory_format=memory_format)
@@ -584,7 +538,7 @@ def same_device(a: torch.device, b: torch.device) -> bool:
 
 
 class TestTransform:
-    """Test pipeline: resize and normalise; no randomness.
+    """Test pipeline: resize and normalise, in float (no ``uint8`` rounding); no randomness.
 
     Args:
         cfg: Sizes and normalisation statistics.
