@@ -3,23 +3,11 @@
 A P x K batch holds P distinct identities with K images each (paper §4.6: P=8, K=4, a batch
 of 32), so that batch-hard triplet and center losses always see positives and negatives.
 
-How public code does it, and what canlib does differently:
-
-- MGN-pytorch (``data/sampler.py``, ``RandomSampler``; the paper cites MGN's multi-branch
-  design as its inspiration, §2.3, but does not say whose code or epoch it used): an
-  epoch shuffles the identities and draws K images of each (a short identity's images are
-  repeated K times, then K are drawn without replacement); the DataLoader cuts this stream
-  into batches of 32, keeping the last, partial batch (751 x 4 / 32 -> 94 steps on
-  Market-1501, the last with 7 identities). It uses the global ``random`` module.
-- torchreid (``RandomIdentitySampler``): every identity's images are shuffled and cut into
-  chunks of K (a short identity is drawn K times with replacement; a remainder smaller than
-  K is dropped); batches then pick P identities uniformly among those with chunks left,
-  until fewer than P remain. An epoch is about one pass over the images (about 404 steps on
-  Market-1501), but its exact length varies and ``__len__`` only estimates it. It uses the
-  global NumPy and ``random`` generators.
-- canlib (:class:`PKSampler`): only full P x K batches, an exact epoch length, and a batch
-  sequence that is a pure function of ``(seed, epoch)``, so a resumed run continues with
-  exactly the batches it would have seen, and every DDP rank agrees on the global batch.
+Design (ours): MGN-pytorch's and torchreid's samplers draw from the global ``random`` and NumPy
+generators, keep a partial last batch or let the epoch length vary. :class:`PKSampler` yields
+only full batches, has an exact epoch length, and its batch sequence is a pure function of
+``(seed, epoch)``, so a resumed run continues with exactly the batches it would have seen and
+every DDP rank agrees on the global batch.
 """
 
 from __future__ import annotations
@@ -45,29 +33,28 @@ class PKSampler(Sampler[list[int]]):
     of about four and the paper's 600 epochs mean very different amounts of training under
     each:
 
-    - ``epoch="identities"`` (default; the convention of MGN-pytorch, which the paper builds
-      on): an epoch is one pass over the training identities. The identities are shuffled
-      and cut into ``floor(num_ids / P)`` batches, so every identity is drawn exactly once
-      with K images; the ``num_ids mod P`` identities left over are dropped for that epoch
-      (a different random set each epoch). Market-1501: floor(751 / 8) = 93 steps.
-      MGN-pytorch runs 94, its last batch partial; canlib keeps only full batches.
-    - ``epoch="images"`` (torchreid's and fast-reid's convention): an epoch is one pass over
-      the training images, ``floor(num_images / (P * K))`` steps (Market-1501: 12,936 / 32
-      -> 404). Each identity's shuffled images are cut into chunks of K (a remainder smaller
-      than K is dropped for that round); all chunks are shuffled together and each batch
-      takes, from the front of that queue, the first chunks of P distinct identities (chunks
-      of an identity already in the batch wait for the next batch). Identities thus appear
-      in proportion to their image count, as in torchreid. When the queue runs short a new
-      round of chunks is appended, so the epoch always has its exact length.
+    - ``epoch="identities"`` (default; MGN-pytorch's ``RandomSampler``, whose multi-branch
+      design the paper builds on, §2.3; the paper does not say whose code it used): one pass
+      over the training identities. They are shuffled and cut into ``floor(num_ids / P)``
+      batches of K images each; the ``num_ids mod P`` left over are dropped for that epoch (a
+      different random set each epoch). Market-1501: floor(751 / 8) = 93 steps; MGN-pytorch
+      runs 94, its last batch partial.
+    - ``epoch="images"`` (torchreid's ``RandomIdentitySampler`` and fast-reid): one pass over
+      the images, ``floor(num_images / (P * K))`` steps (Market-1501: 12,936 / 32 -> 404).
+      Each identity's shuffled images are cut into chunks of K (a remainder smaller than K is
+      dropped for that round); all chunks are shuffled together and each batch takes, from the
+      front of that queue, the first chunks of P distinct identities (chunks of an identity
+      already in the batch wait for the next batch), so identities appear in proportion to
+      their image count. When the queue runs short a new round of chunks is appended, so the
+      epoch has its exact length (torchreid picks P identities uniformly among those with
+      chunks left until fewer than P remain, so its ``__len__`` only estimates the epoch).
 
     Ours (both kinds): an identity with fewer than K images contributes each of its images
     once and fills the remaining slots by drawing its images with replacement (torchreid
     draws all K with replacement, so an identity with 2 images can get one image 4 times).
 
-    Determinism and resume: the batches of an epoch are a pure function of ``(seed, epoch)``
-    (a local ``np.random.Generator`` seeded from both; the global RNGs are never touched).
-    Call :meth:`set_epoch` before each epoch, or :meth:`set_position` to resume mid-epoch:
-    iteration then starts at that step and yields exactly the remaining batches.
+    Resume: call :meth:`set_epoch` before each epoch, or :meth:`set_position` to start
+    mid-epoch; the global RNGs are never touched.
 
     Distributed (DDP): every rank computes the same global batch of P identities x K, and
     rank ``r`` takes identities ``r * P / world_size`` to ``(r + 1) * P / world_size - 1`` of
