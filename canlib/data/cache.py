@@ -1,15 +1,12 @@
 """The decoded training images as one ``uint8`` tensor, built once and reused (pipeline gpu).
 
-The DataLoader path (:mod:`canlib.data.loader`) decodes every JPEG again each epoch in CPU
-worker processes; on a fast GPU with few CPU cores that, not the model, sets the training
-speed. :class:`ImageCache` decodes the training set once, at the model's input size, into one
-``(N, 3, H, W)`` tensor (saved to disk, so a second run skips decoding) that lives on the
-device; :func:`cached_batches` then indexes it with the sampler's batches. Both paths decode
-with :func:`canlib.data.transforms.decode_to_size` and are augmented by the same
+The DataLoader path (:mod:`canlib.data.loader`) decodes every JPEG again each epoch on the
+CPU, which, on a fast GPU with few CPU cores, sets the training speed. :class:`ImageCache`
+decodes the training set once into one ``(N, 3, H, W)`` tensor on the device (saved to disk
+for the next run); :func:`cached_batches` indexes it with the sampler's batches. Both paths
+decode with :func:`canlib.data.transforms.decode_to_size` and augment with the same
 :class:`canlib.data.transforms.TrainAugment`, so for one seed they train on identical batches.
-
-Ours, not the paper's: the paper does not say how its data were loaded; this is a speed
-device only.
+Ours, a speed device only: the paper does not say how its data were loaded.
 """
 
 from __future__ import annotations
@@ -19,6 +16,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -75,20 +73,15 @@ def check_cache_fits(
 class ImageCache:
     """The decoded training images, one ``uint8`` tensor, with their pids and camera ids.
 
-    Size: the training engine caches at the model's input size (``data.height x data.width``),
-    so every image is resized once, from its original file, as the DataLoader pipeline does
-    per batch and as the test transform does (but for the rounding of the resized pixels to
-    ``uint8``, at most half a grey level), and a batch needs no resize at all. A smaller cache
-    (Market-1501's native 128 x 64) would train DukeMTMC-reID, CUHK03 and MSMT17, whose crops
-    are larger and vary in size, on blurrier images than it tests on; a per-image original
-    size cannot be stacked into one tensor.
+    Size: the engine caches at the model's input size (``data.height x data.width``), so every
+    image is resized once from its file, as the DataLoader pipeline does per batch (the same
+    pixels) and the test transform does (but for the ``uint8`` rounding, at most half a grey
+    level). A smaller cache (Market-1501's native 128 x 64) would train the datasets with
+    larger crops on blurrier images than they are tested on; original sizes cannot be stacked.
 
-    Memory: ``N * 3 * H * W`` bytes. At 384 x 128 (147,456 B per image): Market-1501's
-    12,936 training images take 1.91 GB (1.78 GiB), DukeMTMC-reID's 16,522 take 2.44 GB
-    (2.27 GiB), CUHK03's 14,733 (labeled and detected) 2.17 GB, MSMT17's 32,621 4.81 GB.
-    The engine refuses a cache larger than half the device's free memory
-    (:func:`check_cache_fits`) and names ``--set data.pipeline=cpu``; building it also needs
-    that much host memory, once.
+    Memory: ``N * 3 * H * W`` bytes, at 384 x 128: Market-1501 1.91 GB, DukeMTMC-reID 2.44 GB,
+    CUHK03 (both subsets) 2.17 GB, MSMT17 4.81 GB, once in host memory while building. The
+    engine refuses more than half the device's free memory (:func:`check_cache_fits`).
 
     Build one with :meth:`build`, or :meth:`load_or_build` to reuse a saved cache.
 
@@ -286,16 +279,14 @@ class ImageCache:
                 f"{_CACHE_VERSION}; rebuild it."
             )
         cache = cls(payload["images"], payload["pids"], payload["camids"], tuple(payload["paths"]))
-        expected = (
-            cache.height if height is None else height,
-            cache.width if width is None else width,
-        )
-        if (cache.height, cache.width) != expected:
+        height = cache.height if height is None else height
+        width = cache.width if width is None else width
+        if (cache.height, cache.width) != (height, width):
             raise DatasetError(
                 f"Image cache {path} is {cache.height}x{cache.width}, expected "
-                f"{expected[0]}x{expected[1]}; rebuild it."
+                f"{height}x{width}; rebuild it."
             )
-        if records is not None and not cache.matches(records, *expected):
+        if records is not None and not cache.matches(records, height, width):
             raise DatasetError(
                 f"Image cache {path} holds {len(cache)} images that do not match the "
                 f"{len(records)} records given (paths, pids, camids or order differ); rebuild it."
@@ -335,22 +326,17 @@ class ImageCache:
 
 def _decode_all(
     paths: Sequence[str], height: int, width: int, num_threads: int
-) -> Iterable[torch.Tensor]:
+) -> Iterator[torch.Tensor]:
     """Decoded images in the order of ``paths``."""
+    decode = partial(decode_to_size, height=height, width=width)
     if num_threads == 1:
-        return (decode_to_size(path, height, width) for path in paths)
-    pool = ThreadPoolExecutor(max_workers=num_threads, thread_name_prefix="canlib-decode")
-
-    def ordered() -> Iterator[torch.Tensor]:
-        with pool:
-            # map keeps input order; chunks keep the queue of pending futures bounded.
-            chunk = 256 * num_threads
-            for start in range(0, len(paths), chunk):
-                yield from pool.map(
-                    lambda p: decode_to_size(p, height, width), paths[start : start + chunk]
-                )
-
-    return ordered()
+        yield from map(decode, paths)
+        return
+    with ThreadPoolExecutor(max_workers=num_threads, thread_name_prefix="canlib-decode") as pool:
+        # map keeps input order; chunks keep the queue of pending futures bounded.
+        chunk = 256 * num_threads
+        for start in range(0, len(paths), chunk):
+            yield from pool.map(decode, paths[start : start + chunk])
 
 
 def _check_size(height: object, width: object) -> None:
