@@ -41,29 +41,8 @@ from canlib.rules import JUNK_PID  # junk images: dropped from train, kept in qu
 
 logger = logging.getLogger(__name__)
 
-DATASET_NAMES: tuple[str, ...] = (
-    "market1501",
-    "dukemtmcreid",
-    "cuhk03",
-    "msmt17",
-    "synthetic",
-    "folder",
-)
-"""Names accepted by :func:`build_dataset`."""
-
-IMG_EXTENSIONS: tuple[str, ...] = (
-    ".jpg",
-    ".jpeg",
-    ".png",
-    ".bmp",
-    ".ppm",
-    ".pgm",
-    ".tif",
-    ".tiff",
-    ".webp",
-)
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 """File extensions treated as images (compared case-insensitively); other files are ignored."""
-
 
 MARKET_DISTRACTOR_PID = 0
 """Pid of Market-1501's distractor images (``0000_c...``): ordinary negatives in the gallery."""
@@ -173,9 +152,7 @@ class ReIDDataset:
         return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------------------
-# Small shared helpers
-# --------------------------------------------------------------------------------------
+# --- Small shared helpers -------------------------------------------------------------
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -197,6 +174,31 @@ def relabel(records: Iterable[ImageRecord]) -> tuple[list[ImageRecord], list[int
     original = sorted({r.pid for r in records})
     new_label = {pid: label for label, pid in enumerate(original)}
     return [r._replace(pid=new_label[r.pid]) for r in records], original
+
+
+def _relabelled(
+    name: str,
+    root: Path,
+    splits: dict[str, list[ImageRecord]],
+    info: dict[str, Any],
+    *,
+    junk_pids: tuple[int, ...] = (),
+    distractor_pids: tuple[int, ...] = (),
+) -> ReIDDataset:
+    """The dataset of parsed splits: train relabelled without its junk, whose original pids
+    are added to ``info`` as ``train_original_pids``."""
+    # Junk is not an identity: torchreid and fast-reid drop it from training too.
+    train, original = relabel(r for r in splits["train"] if r.pid not in junk_pids)
+    return ReIDDataset(
+        name=name,
+        root=str(root),
+        train=train,
+        query=splits["query"],
+        gallery=splits["gallery"],
+        info={**info, "train_original_pids": original},
+        junk_pids=junk_pids,
+        distractor_pids=distractor_pids,
+    )
 
 
 def _require_dir(path: Path, what: str, expected: str) -> None:
@@ -255,9 +257,7 @@ def _check_camera(cam: int, max_cam: int | None, path: str | Path, dataset: str)
         raise DatasetError(f"Image {path} names camera {cam}, outside {allowed} for {dataset}.")
 
 
-# --------------------------------------------------------------------------------------
-# Market-1501 style (Market-1501, DukeMTMC-reID, the synthetic set)
-# --------------------------------------------------------------------------------------
+# --- Market-1501 style (Market-1501, DukeMTMC-reID, the synthetic set) ----------------
 
 # Paper-independent, from the datasets' own naming: pid (``-1`` junk or digits), ``_c`` + camera
 # number, then Market's optional ``sS`` sequence and any ``_...`` tail (frame, box index).
@@ -324,27 +324,19 @@ def _market_style_dataset(
     *,
     max_cam: int | None,
     distractor_pids: tuple[int, ...],
-    info: dict[str, Any] | None = None,
+    info: dict[str, Any],
 ) -> ReIDDataset:
     splits = {
         split: _parse_market_dir(base / folder, max_cam=max_cam, dataset=name)
         for split, folder in _MARKET_FOLDERS.items()
     }
-    # Junk is not an identity: torchreid and fast-reid drop it from training too.
-    train, original = relabel(r for r in splits["train"] if r.pid != JUNK_PID)
+    dataset = _relabelled(
+        name, base, splits, info, junk_pids=(JUNK_PID,), distractor_pids=distractor_pids
+    )
     _require_nonempty(
-        train, base / _MARKET_FOLDERS["train"], f"{name} training images with pid >= 0"
+        dataset.train, base / _MARKET_FOLDERS["train"], f"{name} training images with pid >= 0"
     )
-    return ReIDDataset(
-        name=name,
-        root=str(base),
-        train=train,
-        query=splits["query"],
-        gallery=splits["gallery"],
-        info={**(info or {}), "train_original_pids": original},
-        junk_pids=(JUNK_PID,),
-        distractor_pids=distractor_pids,
-    )
+    return dataset
 
 
 def load_market1501(root: Path) -> ReIDDataset:
@@ -395,9 +387,7 @@ def load_dukemtmcreid(root: Path) -> ReIDDataset:
     )
 
 
-# --------------------------------------------------------------------------------------
-# CUHK03 (MATLAB v7.3 images + new-protocol split files)
-# --------------------------------------------------------------------------------------
+# --- CUHK03 (MATLAB v7.3 images + new-protocol split files) ---------------------------
 
 CUHK03_SUBSETS: tuple[str, ...] = ("labeled", "detected", "both")
 _CUHK03_MAT = "cuhk-03.mat"
@@ -638,30 +628,14 @@ def load_cuhk03(root: Path, *, subset: str = "both") -> ReIDDataset:
             splits[split] += _cuhk03_records(protocol, f"{split}_idx", img_dir)
     for split, records in splits.items():
         _require_nonempty(records, split_paths[parts[0]], f"a non-empty {split}_idx")
-    train, original = relabel(splits["train"])
-    return ReIDDataset(
-        name="cuhk03",
-        root=str(root),
-        train=train,
-        query=splits["query"],
-        gallery=splits["gallery"],
-        info={"subset": subset, "protocol": "new (767/700)", "train_original_pids": original},
-    )
+    return _relabelled("cuhk03", root, splits, {"subset": subset, "protocol": "new (767/700)"})
 
 
-# --------------------------------------------------------------------------------------
-# MSMT17 (list files)
-# --------------------------------------------------------------------------------------
+# --- MSMT17 (list files) --------------------------------------------------------------
 
 _MSMT_VERSIONS = ("MSMT17_V1", "MSMT17_V2")
 _MSMT_TRAIN_DIRS = ("train", "mask_train_v2")
 _MSMT_TEST_DIRS = ("test", "mask_test_v2")
-_MSMT_LISTS = {
-    "train": "list_train.txt",
-    "val": "list_val.txt",
-    "query": "list_query.txt",
-    "gallery": "list_gallery.txt",
-}
 _DIGITS = re.compile(r"\d+", re.ASCII)
 _MSMT_LINE = "'0000/0000_000_01_0303morning_0008_0.jpg 0'"
 
@@ -716,10 +690,7 @@ def _find_msmt17_base(root: Path) -> Path:
     _require_dir(
         root, "msmt17 root", f"a folder holding {' or '.join(_MSMT_VERSIONS)} (or their content)"
     )
-    for version in _MSMT_VERSIONS:
-        if (root / version).is_dir():
-            return root / version
-    return root
+    return next((root / v for v in _MSMT_VERSIONS if (root / v).is_dir()), root)
 
 
 def _first_dir(base: Path, names: Sequence[str], what: str) -> Path:
@@ -753,26 +724,17 @@ def load_msmt17(root: Path, *, combine_val: bool = True) -> ReIDDataset:
     train_dir = _first_dir(base, _MSMT_TRAIN_DIRS, "training image")
     test_dir = _first_dir(base, _MSMT_TEST_DIRS, "test image")
     wanted = ["train", "val", "query", "gallery"] if combine_val else ["train", "query", "gallery"]
-    lists = {}
+    splits: dict[str, list[ImageRecord]] = {"train": [], "query": [], "gallery": []}
     for key in wanted:
-        path = base / _MSMT_LISTS[key]
+        path = base / f"list_{key}.txt"
         if not path.is_file():
             raise DatasetNotFoundError(f"msmt17 list file not found: expected {path}.")
-        lists[key] = parse_msmt17_list(path, train_dir if key in ("train", "val") else test_dir)
-    train, original = relabel(lists["train"] + lists.get("val", []))
-    return ReIDDataset(
-        name="msmt17",
-        root=str(base),
-        train=train,
-        query=lists["query"],
-        gallery=lists["gallery"],
-        info={"version": base.name, "combine_val": combine_val, "train_original_pids": original},
-    )
+        split = "train" if key == "val" else key
+        splits[split] += parse_msmt17_list(path, train_dir if split == "train" else test_dir)
+    return _relabelled("msmt17", base, splits, {"version": base.name, "combine_val": combine_val})
 
 
-# --------------------------------------------------------------------------------------
-# Plain folder layout (users' own data)
-# --------------------------------------------------------------------------------------
+# --- Plain folder layout (users' own data) --------------------------------------------
 
 _FOLDER_PID = re.compile(r"-1|\d+", re.ASCII)
 _FOLDER_IMAGE = re.compile(r"(?P<cam>\d+)_.*", re.ASCII | re.DOTALL)
@@ -827,31 +789,20 @@ def load_folder(root: Path) -> ReIDDataset:
     for split in SPLITS:
         _require_dir(root / split, "folder dataset split", expected)
         splits[split] = _parse_folder_split(root / split)
-    train, original = relabel(r for r in splits["train"] if r.pid != JUNK_PID)
-    _require_nonempty(train, root / "train", "training images with pid >= 0")
+    dataset = _relabelled("folder", root, splits, {"layout": "folder"}, junk_pids=(JUNK_PID,))
+    _require_nonempty(dataset.train, root / "train", "training images with pid >= 0")
     test_cams = {r.camid for r in splits["query"] + splits["gallery"]}
     if len(test_cams) == 1:
         warnings.warn(
             f"All query and gallery images under {root} come from camera {test_cams.pop()}: the "
-            "standard "
-            "protocol removes same-camera matches, so evaluate without that filter.",
+            "standard protocol removes same-camera matches, so evaluate without that filter.",
             DatasetWarning,
             stacklevel=3,
         )
-    return ReIDDataset(
-        name="folder",
-        root=str(root),
-        train=train,
-        query=splits["query"],
-        gallery=splits["gallery"],
-        info={"layout": "folder", "train_original_pids": original},
-        junk_pids=(JUNK_PID,),
-    )
+    return dataset
 
 
-# --------------------------------------------------------------------------------------
-# The built-in synthetic dataset
-# --------------------------------------------------------------------------------------
+# --- The built-in synthetic dataset ---------------------------------------------------
 
 
 def load_synthetic(root: Path | None, *, size: str = "default", seed: int = 0) -> ReIDDataset:
@@ -874,9 +825,7 @@ def load_synthetic(root: Path | None, *, size: str = "default", seed: int = 0) -
     )
 
 
-# --------------------------------------------------------------------------------------
-# Scanning images once (the one place besides CUHK03 extraction that decodes)
-# --------------------------------------------------------------------------------------
+# --- Scanning images once (the one place besides CUHK03 extraction that decodes) ------
 
 _BAD_LISTED = 5
 """How many bad files an error or warning of :func:`check_images` names before "and N more"."""
@@ -955,9 +904,7 @@ def _decode_reason(error: DatasetError, path: str) -> str:
     return str(cause) if cause is not None else str(error)
 
 
-# --------------------------------------------------------------------------------------
-# Published statistics and dispatch
-# --------------------------------------------------------------------------------------
+# --- Published statistics and dispatch ------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -1030,6 +977,9 @@ _LOADERS: dict[str, Callable[..., ReIDDataset]] = {
     "synthetic": load_synthetic,
     "folder": load_folder,
 }
+
+DATASET_NAMES: tuple[str, ...] = tuple(_LOADERS)
+"""Names accepted by :func:`build_dataset`."""
 
 
 def _accepted_options(loader: Callable[..., ReIDDataset]) -> list[str]:
