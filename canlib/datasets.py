@@ -2,22 +2,16 @@
 
 ``build_dataset(name, root, **options)`` turns a dataset folder into a :class:`ReIDDataset`
 with ``train``, ``query`` and ``gallery`` lists of :class:`ImageRecord`. Parsing decodes no
-image (parsing Market-1501 takes milliseconds); the image loader checks images when it
-reads them, and :func:`check_images` scans a split for unreadable files up front. The one
-exception is CUHK03, whose images live inside a MATLAB file and are extracted once to PNG
-files.
+image (Market-1501 parses in milliseconds); :func:`check_images` scans for unreadable files
+up front. The exception is CUHK03, whose images are extracted once from a MATLAB file.
 
-Conventions (shared with ``canlib.evaluate``):
+Conventions (shared with ``canlib.evaluate``): camera ids are 0-based (``camid = C - 1`` for a
+name holding ``cC``); train pids are relabelled ``0..N-1`` in the order of the sorted original
+ids, query and gallery keep theirs so that evaluation can match them; junk (pid ``-1``) is
+dropped from training and kept in query/gallery for the evaluation protocol to skip.
 
-* camera ids are 0-based (``camid = C - 1`` for a name holding ``cC``);
-* train pids are relabelled to ``0..N-1`` in the order of the sorted original ids; query and
-  gallery keep their original ids so that evaluation can match them;
-* pid ``-1`` marks junk images (Market-1501): dropped from training, kept in query/gallery so
-  that evaluation applies the protocol (junk never counts); pid ``0`` in Market-1501 marks
-  distractors, kept as ordinary negatives.
-
-Published statistics of the known datasets are checked after loading; a mismatch (a partial
-copy, a different release) is reported with :class:`DatasetWarning`, never refused.
+Counts of the known datasets are checked against their published release after loading; a
+mismatch (a partial copy, another release) is reported with :class:`DatasetWarning`.
 """
 
 from __future__ import annotations
@@ -117,9 +111,9 @@ class ReIDDataset:
 
         Returns:
             Rows with keys ``split``, ``ids`` (distinct pids; in query and gallery junk and
-            distractors excluded),
-            ``images`` (all records, junk and distractors included), ``cameras``, ``junk`` and
-            ``distractors`` (image counts). ``pandas.DataFrame(ds.summary())`` gives a table.
+            distractors excluded), ``images`` (all records, junk and distractors included),
+            ``cameras``, ``junk`` and ``distractors`` (image counts).
+            ``pandas.DataFrame(ds.summary())`` gives a table.
         """
         rows = []
         for split in SPLITS:
@@ -128,17 +122,15 @@ class ReIDDataset:
             # junk and distractors in query and gallery.
             junk_pids = () if split == "train" else self.junk_pids
             distractor_pids = () if split == "train" else self.distractor_pids
-            junk = sum(r.pid in junk_pids for r in records)
-            distractors = sum(r.pid in distractor_pids for r in records)
-            special = set(junk_pids) | set(distractor_pids)
+            pids = [r.pid for r in records]
             rows.append(
                 {
                     "split": split,
-                    "ids": len({r.pid for r in records} - special),
+                    "ids": len(set(pids) - set(junk_pids) - set(distractor_pids)),
                     "images": len(records),
                     "cameras": len({r.camid for r in records}),
-                    "junk": junk,
-                    "distractors": distractors,
+                    "junk": sum(pid in junk_pids for pid in pids),
+                    "distractors": sum(pid in distractor_pids for pid in pids),
                 }
             )
         return rows
