@@ -477,17 +477,15 @@ def extract_cuhk03_images(mat_path: Path, subset: str, out_dir: Path) -> int:
             tqdm(pair_refs, desc=f"CUHK03 {subset} pairs", leave=False), start=1
         ):
             cells = _cell_grid(mat[pair_ref][()])
-            for pid in range(1, cells.shape[0] + 1):
-                for column in range(cells.shape[1]):
-                    path = out_dir / cuhk03_image_name(
-                        pair, pid, 1 if column < 5 else 2, column + 1
-                    )
-                    if path.is_file():
-                        continue
-                    image = hdf5_image_to_hwc(mat[cells[pid - 1, column]][()])
-                    if image is not None:
-                        _save_png_atomic(image, path)
-                        written += 1
+            for row, column in np.ndindex(cells.shape):
+                view = 1 if column < 5 else 2
+                path = out_dir / cuhk03_image_name(pair, row + 1, view, column + 1)
+                if path.is_file():
+                    continue
+                image = hdf5_image_to_hwc(mat[cells[row, column]][()])
+                if image is not None:
+                    _save_png_atomic(image, path)
+                    written += 1
     logger.info("Extracted %d CUHK03 %s images from %s to %s", written, subset, mat_path, out_dir)
     return written
 

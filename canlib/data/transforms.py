@@ -159,8 +159,7 @@ def decode_image(path: str | Path) -> torch.Tensor:
         raise DatasetError(
             f"Cannot decode image {path}: expected a complete image file ({error})."
         ) from error
-    array = np.asarray(rgb, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
 
 def decode_to_size(path: str | Path, height: int, width: int) -> torch.Tensor:
