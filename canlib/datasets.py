@@ -972,11 +972,6 @@ DATASET_NAMES: tuple[str, ...] = tuple(_LOADERS)
 """Names accepted by :func:`build_dataset`."""
 
 
-def _accepted_options(loader: Callable[..., ReIDDataset]) -> list[str]:
-    params = inspect.signature(loader).parameters.values()
-    return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
-
-
 def build_dataset(name: str, root: str | Path | None = None, **options: Any) -> ReIDDataset:
     """Parse a dataset folder into train/query/gallery records.
 
@@ -1001,7 +996,8 @@ def build_dataset(name: str, root: str | Path | None = None, **options: Any) -> 
         raise ConfigError(
             f"Unknown dataset name {name!r}; known names: {', '.join(DATASET_NAMES)}."
         )
-    accepted = _accepted_options(loader)
+    params = inspect.signature(loader).parameters.values()
+    accepted = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ConfigError(
