@@ -1,15 +1,11 @@
-"""Plain, frozen dataclasses that describe one training run.
+"""Frozen dataclasses that describe one training run.
 
-Every field says where its default comes from, as one of three kinds (:data:`SOURCE_KINDS`):
-``paper: <section>`` when the CAN paper states it and we follow it; ``ours: <reason>`` when the
-paper is silent and we chose (usually following a strong public baseline); ``deviation:
-<reason>`` when the paper states something and we knowingly differ. :func:`describe_sources`
-turns a config into the table that the notebooks print, so a reader sees at a glance which
-choices are the paper's.
-
-A config is Python data: build it, print it, override fields with ``"section.field=value"``
-strings (the command line and papermill parameters use the same syntax), hash it to name
-a run folder, and round-trip it through a dict for checkpoints and manifests.
+Every field records where its default comes from (:data:`SOURCE_KINDS`): ``paper: <section>``
+when the CAN paper states it, ``ours: <reason>`` when the paper is silent and we chose, and
+``deviation: <reason>`` when we knowingly differ from the paper; :func:`describe_sources` turns
+this into the table the notebooks print. Fields are overridden with ``"section.field=value"``
+strings (command line and papermill alike); a config hashes to name its run folder and
+round-trips through a dict for checkpoints and manifests.
 """
 
 from __future__ import annotations
@@ -245,7 +241,14 @@ class EvalConfig:
     )
 
 
-SECTIONS = ("data", "model", "loss", "train", "eval")
+_SECTION_CLASSES: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "loss": LossConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+}
+SECTIONS = tuple(_SECTION_CLASSES)
 
 
 @dataclass(frozen=True)
@@ -271,7 +274,7 @@ class ExperimentConfig:
             raise ConfigError(f"unknown config section(s) {sorted(unknown)}; expected {SECTIONS}")
         sections = {}
         for section in SECTIONS:
-            section_cls = _section_class(section)
+            section_cls = _SECTION_CLASSES[section]
             values = dict(data.get(section, {}))
             names = {f.name for f in dataclasses.fields(section_cls)}
             bad = set(values) - names
@@ -303,8 +306,7 @@ class ExperimentConfig:
                     f"override '{key}' must look like 'section.field' with section one of "
                     f"{SECTIONS}"
                 )
-            section_cls = _section_class(section)
-            hints = typing.get_type_hints(section_cls)
+            hints = typing.get_type_hints(_SECTION_CLASSES[section])
             if name not in hints:
                 raise ConfigError(
                     f"unknown field '{name}' in config section '{section}'; known: {sorted(hints)}"
@@ -342,7 +344,13 @@ class ExperimentConfig:
 
     def validate(self) -> ExperimentConfig:
         """Check ranges and names of every field; raise ConfigError on the first problem."""
-        _validate(self)
+        # Sections in a fixed order: with several mistakes, the first one reported stays the same.
+        _validate_data(self.data)
+        _validate_model(self.model)
+        _validate_loss(self.loss)
+        _check_no_ignored_fields(self)
+        _validate_train(self.train)
+        _validate_eval(self.eval, self.loss)
         return self
 
 
@@ -363,7 +371,7 @@ def parse_overrides(overrides: dict[str, Any] | list[str] | None) -> dict[str, A
 
 def source_kind(section: str, name: str) -> tuple[str, str]:
     """``(kind, note)`` of a field's default: kind is one of :data:`SOURCE_KINDS`."""
-    f = {f.name: f for f in dataclasses.fields(_section_class(section))}[name]
+    f = {f.name: f for f in dataclasses.fields(_SECTION_CLASSES[section])}[name]
     kind, _, note = f.metadata["source"].partition(": ")
     return kind, note
 
@@ -417,17 +425,8 @@ def describe_sources(
     return rows
 
 
-def _section_class(section: str) -> type:
-    return {
-        "data": DataConfig,
-        "model": ModelConfig,
-        "loss": LossConfig,
-        "train": TrainConfig,
-        "eval": EvalConfig,
-    }[section]
-
-
-_BOOL_WORDS = ("true", "1", "yes", "on", "false", "0", "no", "off")
+_TRUE_WORDS = ("true", "1", "yes", "on")
+_FALSE_WORDS = ("false", "0", "no", "off")
 
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
@@ -440,7 +439,7 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         if inner == [bool, str]:  # true/false, or a path (model.pretrained)
             if isinstance(value, bool):
                 return value
-            if isinstance(value, str) and value.lower() not in _BOOL_WORDS:
+            if isinstance(value, str) and value.lower() not in _TRUE_WORDS + _FALSE_WORDS:
                 return value
             return _coerce(key, value, bool)
         if optional and (value is None or (isinstance(value, str) and value.lower() == "none")):
@@ -457,25 +456,23 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     if annotation is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+        if isinstance(value, str) and value.lower() in _TRUE_WORDS:
             return True
-        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+        if isinstance(value, str) and value.lower() in _FALSE_WORDS:
             return False
         raise ConfigError(f"{key} expects true or false, got {value!r}")
     if annotation is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key} expects an integer, got {value!r}")
         try:
-            number = float(value) if isinstance(value, str) else value
-            if float(number) != int(float(number)):
+            number = float(value)
+            if isinstance(value, bool) or number != int(number):
                 raise ValueError
-            return int(float(number))
+            return int(number)
         except (TypeError, ValueError):
             raise ConfigError(f"{key} expects an integer, got {value!r}") from None
     if annotation is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key} expects a number, got {value!r}")
         try:
+            if isinstance(value, bool):
+                raise TypeError
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key} expects a number, got {value!r}") from None
@@ -485,10 +482,6 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         return value
     return value
 
-
-# The names of models, backbones and loss modes, and their checks, are canlib.rules' (a leaf
-# without torch, so checking a config stays instant; the builders in canlib.model and
-# canlib.losses call the same checks).
 
 # Fields a model ignores (engine.build_model_from_config never passes them, or the model's
 # preset fixes them), with why: setting one would train the same network under a new hash.
@@ -520,16 +513,6 @@ def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
 def _finite(key: str, value: float, low: float, *, strict: bool) -> None:
     ok = math.isfinite(value) and (value > low if strict else value >= low)
     _check(ok, f"{key} must be a finite number {'>' if strict else '>='} {low} (got {value})")
-
-
-def _validate(cfg: ExperimentConfig) -> None:
-    # Sections in a fixed order: with several mistakes, the first one reported stays the same.
-    _validate_data(cfg.data)
-    _validate_model(cfg.model)
-    _validate_loss(cfg.loss)
-    _check_no_ignored_fields(cfg)
-    _validate_train(cfg.train)
-    _validate_eval(cfg.eval, cfg.loss)
 
 
 def _validate_data(d: DataConfig) -> None:
