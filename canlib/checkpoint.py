@@ -45,8 +45,10 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if not isinstance(exc, (OSError, RuntimeError)):
+            raise
         # torch's zip writer reports a failed write (disk full) as an opaque RuntimeError
         # whose __context__ is the real OSError: name the file and the OS's reason.
         cause = exc if isinstance(exc, OSError) else exc.__context__
@@ -56,9 +58,6 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
         raise CheckpointError(
             f"could not write checkpoint {path} ({reason}); the previous checkpoint is intact"
         ) from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(state: dict[str, Any], run_dir: Path, epoch: int, keep: int = 2) -> Path:
