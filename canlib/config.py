@@ -510,6 +510,10 @@ def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     _check(value in choices, f"{key} must be one of {', '.join(choices)} (got {value!r})")
 
 
+def _at_least(key: str, value: int, low: int) -> None:
+    _check(value >= low, f"{key} must be >= {low} (got {value})")
+
+
 def _finite(key: str, value: float, low: float, *, strict: bool) -> None:
     ok = math.isfinite(value) and (value > low if strict else value >= low)
     _check(ok, f"{key} must be a finite number {'>' if strict else '>='} {low} (got {value})")
@@ -522,12 +526,12 @@ def _validate_data(d: DataConfig) -> None:
         f"data.data_root is required for dataset {d.dataset!r}: pass --data-root DIR",
     )
     _choice("data.synthetic_size", d.synthetic_size, tuple(SIZES))
-    _check(d.synthetic_seed >= 0, f"data.synthetic_seed must be >= 0 (got {d.synthetic_seed})")
+    _at_least("data.synthetic_seed", d.synthetic_seed, 0)
     _choice("data.cuhk03_subset", d.cuhk03_subset, CUHK03_SUBSETS)
     _choice("data.epoch", d.epoch, EPOCH_KINDS)
     _choice("data.pipeline", d.pipeline, ("auto", "cpu", "gpu"))
     for key in ("height", "width", "p", "k"):
-        _check(getattr(d, key) >= 1, f"data.{key} must be >= 1 (got {getattr(d, key)})")
+        _at_least(f"data.{key}", getattr(d, key), 1)
     _check(
         d.height % 16 == 0 and d.width % 8 == 0,
         f"data.height must be a multiple of 16 and data.width of 8 (got {d.height}x{d.width})",
@@ -551,7 +555,7 @@ def _validate_model(m: ModelConfig) -> None:
         m.name != "can" or bool(m.parts),
         "model.parts is empty: CAN needs part branches; use model.name=global for none",
     )
-    _check(m.embed_dim >= 1, f"model.embed_dim must be >= 1 (got {m.embed_dim})")
+    _at_least("model.embed_dim", m.embed_dim, 1)
     _finite("model.scale", m.scale, 0, strict=True)
     _check(
         not (m.pretrained is True and m.backbone in BACKBONE_ALIASES),
@@ -574,7 +578,7 @@ def _validate_loss(lo: LossConfig) -> None:
 
 
 def _validate_train(t: TrainConfig) -> None:
-    _check(t.epochs >= 1, f"train.epochs must be >= 1 (got {t.epochs})")
+    _at_least("train.epochs", t.epochs, 1)
     _finite("train.lr", t.lr, 0, strict=True)
     _check(0 < t.gamma <= 1, f"train.gamma must be in (0, 1] (got {t.gamma})")
     _check(
@@ -582,29 +586,27 @@ def _validate_train(t: TrainConfig) -> None:
         f"train.milestones must be increasing (got {t.milestones})",
     )
     _finite("train.weight_decay", t.weight_decay, 0, strict=False)
-    _check(t.warmup_epochs >= 0, f"train.warmup_epochs must be >= 0 (got {t.warmup_epochs})")
+    _at_least("train.warmup_epochs", t.warmup_epochs, 0)
     _check(
         t.steps_per_epoch is None or t.steps_per_epoch >= 1,
         f"train.steps_per_epoch must be None or >= 1 (got {t.steps_per_epoch})",
     )
-    _check(t.eval_every >= 1, f"train.eval_every must be >= 1 (got {t.eval_every})")
-    _check(
-        t.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1 (got {t.checkpoint_every})"
-    )
+    _at_least("train.eval_every", t.eval_every, 1)
+    _at_least("train.checkpoint_every", t.checkpoint_every, 1)
     _check(
         t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
         f"train.device must be auto, cpu, cuda or cuda:N (got {t.device!r})",
     )
     _check(t.grad_clip is None or t.grad_clip > 0, "train.grad_clip must be None or > 0")
     _check(t.threads is None or t.threads >= 1, "train.threads must be None or >= 1")
-    _check(t.seeds >= 1, f"train.seeds must be >= 1 (got {t.seeds})")
+    _at_least("train.seeds", t.seeds, 1)
 
 
 def _validate_eval(e: EvalConfig, lo: LossConfig) -> None:
     _choice("eval.metric", e.metric, DISTANCE_METRICS)
     _choice("eval.features", e.features, TEST_FEATURES)
     _choice("loss.triplet_distance", lo.triplet_distance, TRIPLET_DISTANCES)
-    _check(e.batch_size >= 1, f"eval.batch_size must be >= 1 (got {e.batch_size})")
+    _at_least("eval.batch_size", e.batch_size, 1)
     _check(
         e.max_rank >= 10, f"eval.max_rank must be >= 10, the tables show rank-10 (got {e.max_rank})"
     )
