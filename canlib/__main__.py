@@ -119,8 +119,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = _config_of_run(Path(args.resume)).with_overrides(args.set)
     else:
         cfg = profile(args.profile, _overrides(args))
-    # Imported after the config is built: a typo in --set is reported without torch's import.
-    from canlib.engine import train
+    from canlib.engine import train  # torch: see the note at the top
 
     with _process_group(cfg.train.device) as rank:
         if args.resume:

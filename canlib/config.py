@@ -273,8 +273,7 @@ class ExperimentConfig:
         if unknown:
             raise ConfigError(f"unknown config section(s) {sorted(unknown)}; expected {SECTIONS}")
         sections = {}
-        for section in SECTIONS:
-            section_cls = _SECTION_CLASSES[section]
+        for section, section_cls in _SECTION_CLASSES.items():
             values = dict(data.get(section, {}))
             names = {f.name for f in dataclasses.fields(section_cls)}
             bad = set(values) - names

@@ -73,16 +73,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def configure_backends(cfg: ExperimentConfig, device: torch.device) -> None:
-    """Let cuDNN time its convolution algorithms once per shape and keep the fastest.
+    """On CUDA, let cuDNN time its algorithms once per shape and keep the fastest; on CPU, flush
+    denormal floats to zero.
 
-    Training shapes are fixed (P x K batches at one input size), so the one-off search pays
-    for itself within the first epoch; torchreid and fast-reid do the same. Deterministic
-    runs keep cuDNN's default choice, since benchmarking may pick a different algorithm on
-    each run.
-
-    On CPU, denormal floats are flushed to zero: once the learning rate decays, Adam's
-    updates and some gradients fall below 1e-38, and x86 arithmetic on such numbers is many
-    times slower (measured in benchmarks/NOTES-synthetic-budget.md).
+    Training shapes are fixed, so cuDNN's one-off search pays for itself within the first epoch
+    (as in torchreid and fast-reid); deterministic runs keep cuDNN's default, since benchmarking
+    may pick another algorithm on each run. On CPU, once the learning rate decays, Adam's updates
+    and some gradients fall below 1e-38, where x86 arithmetic is many times slower
+    (benchmarks/NOTES-synthetic-budget.md).
     """
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not cfg.train.deterministic
