@@ -317,10 +317,8 @@ class ExperimentConfig:
         """A short stable hash of everything that changes the result (the name excluded)."""
         payload = self.to_dict()
         payload.pop("name")
-        # Fields that change speed or bookkeeping but not the trained weights.
-        for key in ("num_workers",):
-            payload["data"].pop(key)
-        # Dataset options of a dataset the run does not use change nothing either.
+        payload["data"].pop("num_workers")  # speed, not the trained weights
+        # Options of a dataset the run does not use change nothing.
         if self.data.dataset != "cuhk03":
             payload["data"].pop("cuhk03_subset")
         if self.data.dataset != "synthetic":
