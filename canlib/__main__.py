@@ -93,7 +93,7 @@ def _add_run_options(sub: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args: argparse.Namespace, *, device: bool = True) -> list[str]:
-    """The shortcut options as ``--set`` items, before the user's own ``--set`` ones."""
+    """The shortcut options as ``--set`` items, before the user's own ``--set`` ones (if any)."""
     items = []
     if getattr(args, "dataset", None):
         items.append(f"data.dataset={args.dataset}")
@@ -103,7 +103,7 @@ def _overrides(args: argparse.Namespace, *, device: bool = True) -> list[str]:
         items.append(f"train.device={args.device}")
     if getattr(args, "model", None):
         items.append(f"model.name={args.model}")
-    return items + list(args.set)
+    return items + getattr(args, "set", [])
 
 
 def _cmd_prepare_synthetic(args: argparse.Namespace) -> int:
@@ -119,8 +119,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = _config_of_run(Path(args.resume)).with_overrides(args.set)
     else:
         cfg = profile(args.profile, _overrides(args))
-    # Imported after the config is built: a typo in --set is reported without torch's import.
-    from canlib.engine import train
+    from canlib.engine import train  # torch: see the note at the top
 
     with _process_group(cfg.train.device) as rank:
         if args.resume:
@@ -181,11 +180,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, cfg = load_trained_model(args.checkpoint, device=device)
     overrides = [f"eval.flip={args.flip}", f"eval.rerank={args.rerank}"]
-    if args.dataset:
-        overrides.append(f"data.dataset={args.dataset}")
-    if args.data_root:
-        overrides.append(f"data.data_root={args.data_root}")
-    cfg = cfg.with_overrides(overrides).validate()
+    cfg = cfg.with_overrides(overrides + _overrides(args, device=False)).validate()
     metrics = evaluate_model(model, build_data(cfg), cfg, device=device)
     text = json.dumps(metrics, indent=2)
     if args.json_out:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import re
 import struct
 import tempfile
 import zipfile
@@ -25,13 +24,6 @@ import torch
 from canlib.errors import CheckpointError
 
 log = logging.getLogger(__name__)
-
-_NAME = re.compile(r"^checkpoint-e(\d{5})\.pt$")
-
-
-def checkpoint_path(run_dir: Path, epoch: int) -> Path:
-    """The file name of the checkpoint written after ``epoch`` epochs."""
-    return Path(run_dir) / f"checkpoint-e{epoch:05d}.pt"
 
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
@@ -45,8 +37,10 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if not isinstance(exc, (OSError, RuntimeError)):
+            raise
         # torch's zip writer reports a failed write (disk full) as an opaque RuntimeError
         # whose __context__ is the real OSError: name the file and the OS's reason.
         cause = exc if isinstance(exc, OSError) else exc.__context__
@@ -56,14 +50,11 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
         raise CheckpointError(
             f"could not write checkpoint {path} ({reason}); the previous checkpoint is intact"
         ) from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(state: dict[str, Any], run_dir: Path, epoch: int, keep: int = 2) -> Path:
     """Save the state after ``epoch`` epochs and delete all but the newest ``keep`` files."""
-    path = checkpoint_path(run_dir, epoch)
+    path = Path(run_dir) / f"checkpoint-e{epoch:05d}.pt"
     save_atomic(state, path)
     for old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
@@ -72,10 +63,7 @@ def save_checkpoint(state: dict[str, Any], run_dir: Path, epoch: int, keep: int 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Checkpoint files of a run folder, oldest first."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return []
-    return sorted(p for p in run_dir.iterdir() if _NAME.match(p.name))
+    return sorted(Path(run_dir).glob("checkpoint-e[0-9][0-9][0-9][0-9][0-9].pt"))
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -1,15 +1,11 @@
-"""Plain, frozen dataclasses that describe one training run.
+"""Frozen dataclasses that describe one training run.
 
-Every field says where its default comes from, as one of three kinds (:data:`SOURCE_KINDS`):
-``paper: <section>`` when the CAN paper states it and we follow it; ``ours: <reason>`` when the
-paper is silent and we chose (usually following a strong public baseline); ``deviation:
-<reason>`` when the paper states something and we knowingly differ. :func:`describe_sources`
-turns a config into the table that the notebooks print, so a reader sees at a glance which
-choices are the paper's.
-
-A config is Python data: build it, print it, override fields with ``"section.field=value"``
-strings (the command line and papermill parameters use the same syntax), hash it to name
-a run folder, and round-trip it through a dict for checkpoints and manifests.
+Every field records where its default comes from (:data:`SOURCE_KINDS`): ``paper: <section>``
+when the CAN paper states it, ``ours: <reason>`` when the paper is silent and we chose, and
+``deviation: <reason>`` when we knowingly differ from the paper; :func:`describe_sources` turns
+this into the table the notebooks print. Fields are overridden with ``"section.field=value"``
+strings (command line and papermill alike); a config hashes to name its run folder and
+round-trips through a dict for checkpoints and manifests.
 """
 
 from __future__ import annotations
@@ -245,7 +241,14 @@ class EvalConfig:
     )
 
 
-SECTIONS = ("data", "model", "loss", "train", "eval")
+_SECTION_CLASSES: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "loss": LossConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+}
+SECTIONS = tuple(_SECTION_CLASSES)
 
 
 @dataclass(frozen=True)
@@ -270,8 +273,7 @@ class ExperimentConfig:
         if unknown:
             raise ConfigError(f"unknown config section(s) {sorted(unknown)}; expected {SECTIONS}")
         sections = {}
-        for section in SECTIONS:
-            section_cls = _section_class(section)
+        for section, section_cls in _SECTION_CLASSES.items():
             values = dict(data.get(section, {}))
             names = {f.name for f in dataclasses.fields(section_cls)}
             bad = set(values) - names
@@ -303,8 +305,7 @@ class ExperimentConfig:
                     f"override '{key}' must look like 'section.field' with section one of "
                     f"{SECTIONS}"
                 )
-            section_cls = _section_class(section)
-            hints = typing.get_type_hints(section_cls)
+            hints = typing.get_type_hints(_SECTION_CLASSES[section])
             if name not in hints:
                 raise ConfigError(
                     f"unknown field '{name}' in config section '{section}'; known: {sorted(hints)}"
@@ -316,10 +317,8 @@ class ExperimentConfig:
         """A short stable hash of everything that changes the result (the name excluded)."""
         payload = self.to_dict()
         payload.pop("name")
-        # Fields that change speed or bookkeeping but not the trained weights.
-        for key in ("num_workers",):
-            payload["data"].pop(key)
-        # Dataset options of a dataset the run does not use change nothing either.
+        payload["data"].pop("num_workers")  # speed, not the trained weights
+        # Options of a dataset the run does not use change nothing.
         if self.data.dataset != "cuhk03":
             payload["data"].pop("cuhk03_subset")
         if self.data.dataset != "synthetic":
@@ -342,7 +341,13 @@ class ExperimentConfig:
 
     def validate(self) -> ExperimentConfig:
         """Check ranges and names of every field; raise ConfigError on the first problem."""
-        _validate(self)
+        # Sections in a fixed order: with several mistakes, the first one reported stays the same.
+        _validate_data(self.data)
+        _validate_model(self.model)
+        _validate_loss(self.loss)
+        _check_no_ignored_fields(self)
+        _validate_train(self.train)
+        _validate_eval(self.eval, self.loss)
         return self
 
 
@@ -363,7 +368,7 @@ def parse_overrides(overrides: dict[str, Any] | list[str] | None) -> dict[str, A
 
 def source_kind(section: str, name: str) -> tuple[str, str]:
     """``(kind, note)`` of a field's default: kind is one of :data:`SOURCE_KINDS`."""
-    f = {f.name: f for f in dataclasses.fields(_section_class(section))}[name]
+    f = {f.name: f for f in dataclasses.fields(_SECTION_CLASSES[section])}[name]
     kind, _, note = f.metadata["source"].partition(": ")
     return kind, note
 
@@ -417,17 +422,8 @@ def describe_sources(
     return rows
 
 
-def _section_class(section: str) -> type:
-    return {
-        "data": DataConfig,
-        "model": ModelConfig,
-        "loss": LossConfig,
-        "train": TrainConfig,
-        "eval": EvalConfig,
-    }[section]
-
-
-_BOOL_WORDS = ("true", "1", "yes", "on", "false", "0", "no", "off")
+_TRUE_WORDS = ("true", "1", "yes", "on")
+_FALSE_WORDS = ("false", "0", "no", "off")
 
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
@@ -440,7 +436,7 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         if inner == [bool, str]:  # true/false, or a path (model.pretrained)
             if isinstance(value, bool):
                 return value
-            if isinstance(value, str) and value.lower() not in _BOOL_WORDS:
+            if isinstance(value, str) and value.lower() not in _TRUE_WORDS + _FALSE_WORDS:
                 return value
             return _coerce(key, value, bool)
         if optional and (value is None or (isinstance(value, str) and value.lower() == "none")):
@@ -457,25 +453,23 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     if annotation is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+        if isinstance(value, str) and value.lower() in _TRUE_WORDS:
             return True
-        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+        if isinstance(value, str) and value.lower() in _FALSE_WORDS:
             return False
         raise ConfigError(f"{key} expects true or false, got {value!r}")
     if annotation is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key} expects an integer, got {value!r}")
         try:
-            number = float(value) if isinstance(value, str) else value
-            if float(number) != int(float(number)):
+            number = float(value)
+            if isinstance(value, bool) or number != int(number):
                 raise ValueError
-            return int(float(number))
+            return int(number)
         except (TypeError, ValueError):
             raise ConfigError(f"{key} expects an integer, got {value!r}") from None
     if annotation is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key} expects a number, got {value!r}")
         try:
+            if isinstance(value, bool):
+                raise TypeError
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key} expects a number, got {value!r}") from None
@@ -485,10 +479,6 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         return value
     return value
 
-
-# The names of models, backbones and loss modes, and their checks, are canlib.rules' (a leaf
-# without torch, so checking a config stays instant; the builders in canlib.model and
-# canlib.losses call the same checks).
 
 # Fields a model ignores (engine.build_model_from_config never passes them, or the model's
 # preset fixes them), with why: setting one would train the same network under a new hash.
@@ -517,19 +507,13 @@ def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     _check(value in choices, f"{key} must be one of {', '.join(choices)} (got {value!r})")
 
 
+def _at_least(key: str, value: int, low: int) -> None:
+    _check(value >= low, f"{key} must be >= {low} (got {value})")
+
+
 def _finite(key: str, value: float, low: float, *, strict: bool) -> None:
     ok = math.isfinite(value) and (value > low if strict else value >= low)
     _check(ok, f"{key} must be a finite number {'>' if strict else '>='} {low} (got {value})")
-
-
-def _validate(cfg: ExperimentConfig) -> None:
-    # Sections in a fixed order: with several mistakes, the first one reported stays the same.
-    _validate_data(cfg.data)
-    _validate_model(cfg.model)
-    _validate_loss(cfg.loss)
-    _check_no_ignored_fields(cfg)
-    _validate_train(cfg.train)
-    _validate_eval(cfg.eval, cfg.loss)
 
 
 def _validate_data(d: DataConfig) -> None:
@@ -539,12 +523,12 @@ def _validate_data(d: DataConfig) -> None:
         f"data.data_root is required for dataset {d.dataset!r}: pass --data-root DIR",
     )
     _choice("data.synthetic_size", d.synthetic_size, tuple(SIZES))
-    _check(d.synthetic_seed >= 0, f"data.synthetic_seed must be >= 0 (got {d.synthetic_seed})")
+    _at_least("data.synthetic_seed", d.synthetic_seed, 0)
     _choice("data.cuhk03_subset", d.cuhk03_subset, CUHK03_SUBSETS)
     _choice("data.epoch", d.epoch, EPOCH_KINDS)
     _choice("data.pipeline", d.pipeline, ("auto", "cpu", "gpu"))
     for key in ("height", "width", "p", "k"):
-        _check(getattr(d, key) >= 1, f"data.{key} must be >= 1 (got {getattr(d, key)})")
+        _at_least(f"data.{key}", getattr(d, key), 1)
     _check(
         d.height % 16 == 0 and d.width % 8 == 0,
         f"data.height must be a multiple of 16 and data.width of 8 (got {d.height}x{d.width})",
@@ -568,7 +552,7 @@ def _validate_model(m: ModelConfig) -> None:
         m.name != "can" or bool(m.parts),
         "model.parts is empty: CAN needs part branches; use model.name=global for none",
     )
-    _check(m.embed_dim >= 1, f"model.embed_dim must be >= 1 (got {m.embed_dim})")
+    _at_least("model.embed_dim", m.embed_dim, 1)
     _finite("model.scale", m.scale, 0, strict=True)
     _check(
         not (m.pretrained is True and m.backbone in BACKBONE_ALIASES),
@@ -591,7 +575,7 @@ def _validate_loss(lo: LossConfig) -> None:
 
 
 def _validate_train(t: TrainConfig) -> None:
-    _check(t.epochs >= 1, f"train.epochs must be >= 1 (got {t.epochs})")
+    _at_least("train.epochs", t.epochs, 1)
     _finite("train.lr", t.lr, 0, strict=True)
     _check(0 < t.gamma <= 1, f"train.gamma must be in (0, 1] (got {t.gamma})")
     _check(
@@ -599,29 +583,27 @@ def _validate_train(t: TrainConfig) -> None:
         f"train.milestones must be increasing (got {t.milestones})",
     )
     _finite("train.weight_decay", t.weight_decay, 0, strict=False)
-    _check(t.warmup_epochs >= 0, f"train.warmup_epochs must be >= 0 (got {t.warmup_epochs})")
+    _at_least("train.warmup_epochs", t.warmup_epochs, 0)
     _check(
         t.steps_per_epoch is None or t.steps_per_epoch >= 1,
         f"train.steps_per_epoch must be None or >= 1 (got {t.steps_per_epoch})",
     )
-    _check(t.eval_every >= 1, f"train.eval_every must be >= 1 (got {t.eval_every})")
-    _check(
-        t.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1 (got {t.checkpoint_every})"
-    )
+    _at_least("train.eval_every", t.eval_every, 1)
+    _at_least("train.checkpoint_every", t.checkpoint_every, 1)
     _check(
         t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
         f"train.device must be auto, cpu, cuda or cuda:N (got {t.device!r})",
     )
     _check(t.grad_clip is None or t.grad_clip > 0, "train.grad_clip must be None or > 0")
     _check(t.threads is None or t.threads >= 1, "train.threads must be None or >= 1")
-    _check(t.seeds >= 1, f"train.seeds must be >= 1 (got {t.seeds})")
+    _at_least("train.seeds", t.seeds, 1)
 
 
 def _validate_eval(e: EvalConfig, lo: LossConfig) -> None:
     _choice("eval.metric", e.metric, DISTANCE_METRICS)
     _choice("eval.features", e.features, TEST_FEATURES)
     _choice("loss.triplet_distance", lo.triplet_distance, TRIPLET_DISTANCES)
-    _check(e.batch_size >= 1, f"eval.batch_size must be >= 1 (got {e.batch_size})")
+    _at_least("eval.batch_size", e.batch_size, 1)
     _check(
         e.max_rank >= 10, f"eval.max_rank must be >= 10, the tables show rank-10 (got {e.max_rank})"
     )

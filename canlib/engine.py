@@ -1,17 +1,14 @@
 """The training loop, feature extraction and checkpoint-based evaluation.
 
-One :func:`train` serves the command line, the notebooks and the tests. A run lives in
-one folder: ``config.json``, ``metrics.jsonl`` (one line per epoch and per evaluation),
-``checkpoint-eNNNNN.pt`` files and ``summary.json`` when it finished. Interrupt it at any
-point and call ``train(config, run_dir=..., resume=True)``: it continues from the newest
-good checkpoint and ends with exactly the weights an uninterrupted run would have had
-(on CPU with ``train.deterministic``), because every source of randomness is either
-restored from the checkpoint or a pure function of ``(seed, epoch)``.
+A run lives in one folder: ``config.json``, ``metrics.jsonl`` (a row per epoch and per
+evaluation), ``checkpoint-eNNNNN.pt`` files and, once finished, ``summary.json``.
+``train(cfg, run_dir, resume=True)`` continues from the newest good checkpoint and ends with
+exactly the weights of an uninterrupted run (on CPU with ``train.deterministic``): every source
+of randomness is restored from the checkpoint or a pure function of ``(seed, epoch)``.
 
-Multi-GPU: start with ``torchrun --nproc_per_node=N -m canlib train ...``. Each rank gets
-a disjoint share of the identities of every P x K batch (so the union over ranks is the
-single-process batch), gradients are averaged by DistributedDataParallel (the centre-loss
-gradients by an explicit all-reduce), and rank 0 alone logs and writes checkpoints.
+Multi-GPU (``torchrun --nproc_per_node=N -m canlib train ...``): each rank takes a disjoint share
+of the identities of every P x K batch, DistributedDataParallel averages the gradients (the
+centres' by an explicit all-reduce), and rank 0 alone logs and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -76,16 +73,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def configure_backends(cfg: ExperimentConfig, device: torch.device) -> None:
-    """Let cuDNN time its convolution algorithms once per shape and keep the fastest.
+    """On CUDA, let cuDNN time its algorithms once per shape and keep the fastest; on CPU, flush
+    denormal floats to zero.
 
-    Training shapes are fixed (P x K batches at one input size), so the one-off search pays
-    for itself within the first epoch; torchreid and fast-reid do the same. Deterministic
-    runs keep cuDNN's default choice, since benchmarking may pick a different algorithm on
-    each run.
-
-    On CPU, denormal floats are flushed to zero: once the learning rate decays, Adam's
-    updates and some gradients fall below 1e-38, and x86 arithmetic on such numbers is many
-    times slower (measured in benchmarks/NOTES-synthetic-budget.md).
+    Training shapes are fixed, so cuDNN's one-off search pays for itself within the first epoch
+    (as in torchreid and fast-reid); deterministic runs keep cuDNN's default, since benchmarking
+    may pick another algorithm on each run. On CPU, once the learning rate decays, Adam's updates
+    and some gradients fall below 1e-38, where x86 arithmetic is many times slower
+    (benchmarks/NOTES-synthetic-budget.md).
     """
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not cfg.train.deterministic
@@ -247,13 +242,7 @@ def train(
     progress: bool = True,
     stop_after_steps: int | None = None,
 ) -> TrainResult:
-    """Train ``cfg`` into ``run_dir`` and return the final metrics.
-
-    The steps, in order: set up the process and the data (:func:`_set_up_process`,
-    :func:`_set_up_data`), build the model, loss and optimisers (:func:`build_training`),
-    start or resume the run folder (:func:`_start_or_resume`), then for each epoch train
-    (:func:`_train_epoch`), evaluate when due (:func:`_evaluate_epoch`), log and checkpoint
-    (:func:`_log_and_checkpoint`); finally write the summary (:func:`_write_summary`).
+    """Train ``cfg`` into ``run_dir``: set-up, then per epoch train, evaluate, log, checkpoint.
 
     Args:
         cfg: the experiment; validated before any work starts.
@@ -333,7 +322,7 @@ def _start_or_resume(run: _Run, parts: TrainingParts, resume: bool) -> int:
     """The first epoch to train: restored from the newest checkpoint when resuming one, else
     0 with a fresh run folder (refused if it already holds a run)."""
     if resume and ckpt.list_checkpoints(run.run_dir):
-        return _restore(run, parts.model, parts.optimizer, parts.center_optimizer, parts.criterion)
+        return _restore(run, parts)
     if run.is_main:
         if resume:  # killed before its first checkpoint: nothing to resume, start afresh
             log.warning("no checkpoint in %s yet: training it from the start", run.run_dir)
@@ -435,7 +424,7 @@ def _log_and_checkpoint(
     if metrics is not None:
         _append_log(run.run_dir, {"kind": "eval", "epoch": epoch + 1, **metrics})
     if (epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs:
-        _save(run, parts.model, parts.optimizer, parts.center_optimizer, parts.criterion, epoch + 1)
+        _save(run, parts, epoch + 1)
 
 
 def _write_summary(run: _Run, metrics: dict[str, Any], wall: float) -> dict[str, Any]:
@@ -527,19 +516,8 @@ def train_step(
         nn.utils.clip_grad_norm_(parts.model.parameters(), t.grad_clip)
     parts.optimizer.step()
     if parts.center_optimizer is not None:
-        _step_centers(
-            parts.center_optimizer.param_groups[0]["params"],
-            parts.center_optimizer,
-            parts.cfg.loss.center_weight,
-        )
+        _step_centers(parts.center_optimizer, parts.cfg.loss.center_weight)
     return losses
-
-
-def resolve_pipeline(cfg: ExperimentConfig, device: torch.device) -> str:
-    """``data.pipeline`` with ``auto`` resolved: the device-resident one on CUDA."""
-    if cfg.data.pipeline != "auto":
-        return cfg.data.pipeline
-    return "gpu" if device.type == "cuda" else "cpu"
 
 
 def build_pipeline(
@@ -547,14 +525,12 @@ def build_pipeline(
 ) -> Callable[[Any, int], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
     """A function ``(sampler, epoch) -> (images, pids) batches`` for the chosen data path.
 
-    Where the decoded ``uint8`` images come from depends on ``data.pipeline``. ``cpu``: a torch
-    DataLoader decodes each batch's files in worker processes. ``gpu``: the training set is
-    decoded once into a tensor cache at the model's input size (saved under
-    ``$CANLIB_CACHE/image-cache`` and reused) that lives on ``device``. Either way the batch is
-    then augmented on ``device`` by the one batched implementation,
-    :class:`canlib.data.transforms.TrainAugment`, from a generator seeded by (seed, epoch, rank):
-    both paths decode alike, so for one seed they train on identical batches, and a resumed
-    epoch redraws exactly what the uninterrupted one drew.
+    ``data.pipeline`` says where the decoded ``uint8`` images come from: ``cpu``, DataLoader
+    workers decoding each batch; ``gpu``, a cache decoded once at the input size
+    (``$CANLIB_CACHE/image-cache``) that lives on ``device``. Either way
+    :class:`canlib.data.transforms.TrainAugment` augments the batch on ``device`` from a generator
+    seeded by (seed, epoch, rank): both paths train on identical batches for one seed, and a
+    resumed epoch redraws exactly what the uninterrupted one drew.
 
     Raises:
         ConfigError: on CUDA, when the cache would take more than half of the device's free
@@ -563,7 +539,8 @@ def build_pipeline(
     """
 
     height, width = cfg.data.height, cfg.data.width
-    if resolve_pipeline(cfg, device) == "cpu":
+    pipeline = cfg.data.pipeline
+    if pipeline == "cpu" or (pipeline == "auto" and device.type != "cuda"):
 
         def decoded(sampler):
             loader = build_train_loader(
@@ -604,17 +581,12 @@ def check_train_images(
 ) -> None:
     """Decode every training image once before the first step; refuse the run if any fails.
 
-    Without it a truncated or unreadable image is found only when a batch first draws it
-    (hours into a run, or never in a short one, which then exits 0). Refusing, not skipping,
-    keeps the training set, and so the run, what its config says; the one error names each
-    bad file (the first five, and a count) and what to do.
-
-    The check is a full decode (:func:`canlib.datasets.check_images`): a header check would
-    miss truncations. It costs one pass of decoding over the split (measured on a shared
-    2-core Xeon, one process, warm page cache: the 12,801 128x64 JPEGs of the Market-sized
-    synthetic set in 7.0 s), so a passed check is remembered: a stamp under
-    ``$CANLIB_CACHE/checked-images`` keyed by every path with its size and modification time.
-    A resumed or repeated run over unchanged files only stats them (0.14 s for those 12,801).
+    Otherwise a bad image surfaces only when a batch first draws it (hours in, or never in a
+    short run that then exits 0); refusing, not skipping, keeps the training set what the config
+    says. A full decode (:func:`canlib.datasets.check_images`) catches truncations that a header
+    check misses. It costs one decoding pass (7.0 s for the 12,801 images of the Market-sized
+    synthetic set on 2 cores), so a pass is remembered by a stamp under
+    ``$CANLIB_CACHE/checked-images`` keyed by every path, size and mtime (0.14 s to re-check).
 
     Args:
         records: the training records.
@@ -688,14 +660,14 @@ def _check_finite(losses: dict[str, torch.Tensor], epoch: int, step: int) -> Non
             )
 
 
-def _step_centers(params: list[torch.Tensor], optimizer: torch.optim.Optimizer, weight: float):
+def _step_centers(optimizer: torch.optim.Optimizer, weight: float) -> None:
     """Update the centres with their own SGD, undoing the loss weight (as BoT does).
 
     The centre loss enters the total as ``weight * L_C``; dividing the centres' gradient by
     ``weight`` makes their learning rate independent of it, so lambda only scales how hard
     the features are pulled, not how fast the centres move.
     """
-    for p in params:
+    for p in optimizer.param_groups[0]["params"]:
         if p.grad is None:
             continue
         if dist.is_initialized():
@@ -730,7 +702,7 @@ def _prepare_run_dir(run: _Run) -> None:
 
 def _append_log(run_dir: Path, row: dict[str, Any]) -> None:
     with open(run_dir / "metrics.jsonl", "a") as handle:
-        handle.write(json.dumps(_jsonable(row)) + "\n")
+        handle.write(json.dumps(row, default=_numpy_to_python) + "\n")
 
 
 def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -741,35 +713,31 @@ def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in row.items():
-        if isinstance(value, np.ndarray):
-            value = value.tolist()
-        elif isinstance(value, (np.floating, np.integer)):
-            value = value.item()
-        out[key] = value
-    return out
+def _numpy_to_python(value: Any) -> Any:
+    """``json.dumps`` fallback: numpy arrays and scalars as Python lists and numbers."""
+    if isinstance(value, (np.ndarray, np.floating, np.integer)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _save(run, model, optimizer, center_optimizer, criterion, epoch: int) -> None:
+def _save(run: _Run, parts: TrainingParts, epoch: int) -> None:
     state = {
         "format": "canlib-checkpoint-v1",
         "config": json.dumps(run.cfg.to_dict()),
         "config_hash": run.cfg.config_hash(),
         "epoch": epoch,
         "step_in_epoch": 0,
-        "model": model.state_dict(),
-        "criterion": criterion.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "center_optimizer": center_optimizer.state_dict() if center_optimizer else {},
+        "model": parts.model.state_dict(),
+        "criterion": parts.criterion.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "center_optimizer": parts.center_optimizer.state_dict() if parts.center_optimizer else {},
         "scheduler": {"epoch": epoch, "lr_factor": lr_factor(epoch, run.cfg)},
         "rng": _rng_state(),
     }
     ckpt.save_checkpoint(state, run.run_dir, epoch)
 
 
-def _restore(run, model, optimizer, center_optimizer, criterion) -> int:
+def _restore(run: _Run, parts: TrainingParts) -> int:
     path, state = ckpt.load_latest(run.run_dir, map_location="cpu")
     if state.get("config_hash") != run.cfg.config_hash():
         raise CheckpointError(
@@ -777,12 +745,12 @@ def _restore(run, model, optimizer, center_optimizer, criterion) -> int:
             f"{state.get('config_hash')}, this run {run.cfg.config_hash()}); resume it with the "
             "config in its config.json, or start a new run folder"
         )
-    model.load_state_dict(state["model"])
-    criterion.load_state_dict(state["criterion"])
-    optimizer.load_state_dict(state["optimizer"])
-    match_state_layout(optimizer)
-    if center_optimizer is not None and state["center_optimizer"]:
-        center_optimizer.load_state_dict(state["center_optimizer"])
+    parts.model.load_state_dict(state["model"])
+    parts.criterion.load_state_dict(state["criterion"])
+    parts.optimizer.load_state_dict(state["optimizer"])
+    match_state_layout(parts.optimizer)
+    if parts.center_optimizer is not None and state["center_optimizer"]:
+        parts.center_optimizer.load_state_dict(state["center_optimizer"])
     _set_rng_state(state["rng"])
     _truncate_log(run.run_dir, state["epoch"])
     log.info("resumed %s from %s (epoch %d)", run.run_dir, path.name, state["epoch"])
@@ -840,11 +808,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (CPU for a model without parameters)."""
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
-
-
 @torch.no_grad()
 def extract_features(
     model: nn.Module,
@@ -861,16 +824,16 @@ def extract_features(
         model: a model whose eval-mode forward returns (B, D) L2-normalised embeddings.
         records: ``(path, pid, camid)`` tuples.
         cfg: supplies the input size, the batch size and the flip default.
-        device: where to run (default: the model's device).
+        device: where to run (default: the device of the model's first parameter, else CPU).
         flip: average with the horizontally flipped image (default ``cfg.eval.flip``).
 
     Returns:
         ``(features (N, D) float32 on device, pids (N,), camids (N,))``; flipped features are
         averaged and re-normalised.
     """
-
     flip = cfg.eval.flip if flip is None else flip
-    device = model_device(model) if device is None else device
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
     was_training = model.training
     model.eval()
     feats, pids, camids = [], [], []

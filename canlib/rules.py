@@ -1,13 +1,9 @@
 """The names and markers that several layers check, each written once.
 
-Which models, backbones and loss modes exist, the one check of each (the builders in
-``canlib.model`` and ``canlib.losses`` call it, and so does ``canlib.config`` for a config's
-field), and the pid that marks a junk image (``canlib.datasets`` drops it from training,
-``canlib.evaluate`` never counts it, ``canlib.repro.viz`` leaves it out of its grids).
-
-A leaf: it imports nothing from canlib but the errors, and no torch, so that checking a config
-stays instant and ``datasets`` and ``evaluate``, which must not import each other, can both
-read it.
+Which models, backbones and loss modes exist and the one check of each (called by the builders
+in ``canlib.model`` and ``canlib.losses`` and by ``canlib.config``), and the junk-image pid. A
+leaf without torch, so checking a config stays instant and ``datasets`` and ``evaluate``, which
+must not import each other, can both read it.
 """
 
 from __future__ import annotations

@@ -1,17 +1,12 @@
 """A pretrained trunk that canlib builds itself: the offline stand-in for ImageNet weights.
 
-The paper fine-tunes an ImageNet-initialised ResNet-50 (§3.2). No ImageNet weights can be
-downloaded here, and none exist for the narrow ResNets of the miniature profiles. In their
-place, ``model.pretrained="synthetic-trunk"`` starts every row from a trunk that canlib
-trained once, as a global-only model (cross-entropy, triplet and center loss on one pooled
-feature), on a *second* synthetic data set: the next generator seed, whose identities are
-disjoint from the study's by construction. Like ImageNet pretraining, it is generic (no
-part branches, no attention) and never sees a test identity of the study.
-
-The trunk is cached under ``$CANLIB_CACHE/trunks/<recipe hash>/``, shared by every row,
-seed and notebook that uses the same backbone and input size, and resumed if interrupted.
-``recipe.json`` next to it records the recipe, its test metrics on its own data set and
-its cost; :func:`describe` returns it for manifests.
+The paper fine-tunes an ImageNet-initialised ResNet-50 (§3.2); no ImageNet weights can be
+downloaded here, and none exist for the miniature profiles' narrow ResNets. Instead,
+``model.pretrained="synthetic-trunk"`` starts every row from a global-only model that canlib
+trains once on a *second* synthetic data set (the next generator seed, disjoint identities): like
+ImageNet pretraining it is generic (no part branches, no attention) and never sees a study's test
+identity. It is cached under ``$CANLIB_CACHE/trunks/<recipe hash>/``, shared by every row, seed
+and notebook with the same backbone and input size, with a ``recipe.json`` (:func:`describe`).
 """
 
 from __future__ import annotations
