@@ -54,10 +54,7 @@ class _Layer:
         self.labels = np.zeros(shape, np.uint8)  # MASK_LABELS indices
 
     def paint(self, mask: np.ndarray, colour: Any, label: int = 1) -> None:
-        if isinstance(colour, np.ndarray) and colour.ndim == 3:
-            self.rgb[mask] = colour[mask]
-        else:
-            self.rgb[mask] = colour
+        self.rgb[mask] = colour[mask] if np.ndim(colour) == 3 else colour  # an image or one RGB
         self.alpha |= mask
         self.labels[mask] = label
 
