@@ -43,10 +43,6 @@ from canlib.synthetic.world import (
 
 logger = logging.getLogger(__name__)
 
-# --------------------------------------------------------------------------------------
-# Planning the dataset
-# --------------------------------------------------------------------------------------
-
 # Streams of np.random.default_rng([seed, stream, index]): one per independent purpose, so
 # that adding images never changes the ones drawn before.
 _PLAN_STREAM, _IMAGE_STREAM, _JUNK_PERSON_STREAM = 1, 2, 3
@@ -178,11 +174,7 @@ def _identity_items(
         view = VIEWS[rng.choice(4, p=probs / probs.sum())]
         query = int(rng.integers(count)) if split == "test" else -1
         for j, frame in enumerate(frames.tracklet(cam, int(count))):
-            folder = (
-                "bounding_box_train"
-                if split == "train"
-                else ("query" if j == query else "bounding_box_test")
-            )
+            folder = "query" if j == query else f"bounding_box_{split}"
             items.append(_Item(folder, _file_name(pid, cam, frame), pid, cam, view, "person"))
     return items
 
@@ -199,11 +191,6 @@ def _extra_items(
             name = _file_name(pid, cam, frames.tracklet(cam, 1)[0])
             items.append(_Item("bounding_box_test", name, pid, cam, None, crop))
     return items
-
-
-# --------------------------------------------------------------------------------------
-# Writing
-# --------------------------------------------------------------------------------------
 
 
 def _render_item(
@@ -308,11 +295,10 @@ def _readme_text(info: dict[str, Any]) -> str:
 def render_masks(root: str | Path, names: list[str] | None = None) -> dict[str, np.ndarray]:
     """Person and detail-region masks of a written dataset's images, rendered again.
 
-    The renderer knows where the person is: every image is drawn again from the plan its
-    README records (same seed, same draws), and this returns, per image, a uint8 (H, W) map
-    of MASK_LABELS indices: 0 background or occluder, 1 the person, 2-5 the regions of the
-    family details (shoes, hat, belt, sleeves), labelled whether the detail is worn or not.
-    ``mask > 0`` is the person mask (e.g. for the share of a feature map's mass on the person).
+    Every image is drawn again from the plan its README records (same seed, same draws). A
+    mask is a uint8 (H, W) map of MASK_LABELS indices: 0 background or occluder, 1 the person,
+    2-5 the family detail regions (shoes, hat, belt, sleeves), labelled whether the detail is
+    worn or not; ``mask > 0`` is the person mask.
 
     Args:
         root: A dataset written by :func:`generate_synthetic`.
@@ -339,15 +325,13 @@ def render_masks(root: str | Path, names: list[str] | None = None) -> dict[str, 
 def detail_oracle(root: str | Path) -> dict[str, Any]:
     """Rank-1 of an oracle told where each family's distinguishing detail is.
 
-    For every query of a family member, the candidates are the gallery images of its family that the
-    Market-1501 protocol keeps (not the same identity in the same camera). Each image is described
-    by the mean colour of the written JPEG's pixels inside the family's detail region (from
-    :func:`render_masks`), standardised per channel by the mean and standard deviation of the rest
-    of the person (family members share that outfit). The camera model's colour changes (light,
-    contrast, brightness, per-channel gain) are affine per channel, which this cancels; blur, noise,
-    JPEG and the low resolution are left for the detail to survive. The nearest candidate is the
-    oracle's rank-1. A query whose detail region is hidden (occluded, or too small) counts as a
-    miss. High rank-1 says the detail survives every camera; it measures the data, not any model.
+    Each test query of a family member is matched to the nearest of its family's gallery
+    images that the Market-1501 protocol keeps (not the same identity in the same camera). An
+    image is described by the mean colour of the written pixels in the detail region
+    (:func:`render_masks`), standardised per channel by the rest of the person (the shared
+    outfit): this cancels the camera's per-channel affine colour changes and leaves blur,
+    noise, JPEG and low resolution for the detail to survive. A hidden detail region (occluded
+    or too small) counts as a miss. It measures the data, not any model.
 
     Args:
         root: A dataset written by :func:`generate_synthetic`.
@@ -367,6 +351,7 @@ def detail_oracle(root: str | Path) -> dict[str, Any]:
     gallery = [r for r in records if r[0] == "bounding_box_test"]
     for _, pid, cam, name in (r for r in records if r[0] == "query"):
         fam, query = family_of[pid], feats[name]
+        hidden += query is None
         cands = [
             (float(np.linalg.norm(feats[g] - query)), gpid)
             for _, gpid, gcam, g in gallery
@@ -376,7 +361,6 @@ def detail_oracle(root: str | Path) -> dict[str, Any]:
             and feats[g] is not None
         ]
         hit = bool(cands) and min(cands)[1] == pid
-        hidden += feats[name] is None
         hits.append(hit)
         per_kind.setdefault(fam["detail"], []).append(hit)
         per_camera.setdefault(cam, []).append(hit)
@@ -506,12 +490,12 @@ def render_family(
     return np.concatenate(images, axis=1)
 
 
-def _is_synthetic(root: Path) -> bool:
+def _info_or_none(root: Path) -> dict[str, Any] | None:
+    """:func:`read_synthetic_info`, or None where ``root`` holds no synthetic dataset."""
     try:
-        read_synthetic_info(root)
+        return read_synthetic_info(root)
     except DatasetError:
-        return False
-    return True
+        return None
 
 
 def _check_root(root: Path) -> None:
@@ -519,7 +503,7 @@ def _check_root(root: Path) -> None:
         raise DatasetError(
             f"{root} exists and is not a folder; expected a folder for the synthetic dataset."
         )
-    if root.is_dir() and any(root.iterdir()) and not _is_synthetic(root):
+    if root.is_dir() and any(root.iterdir()) and _info_or_none(root) is None:
         raise DatasetError(
             f"{root} is not empty and holds no canlib synthetic dataset; "
             "choose an empty or new folder."
@@ -593,20 +577,18 @@ def _render_to(
 ) -> None:
     """Render and save ``items`` into ``folder``, in ``workers`` processes (chunks of 64)."""
     chunks = [range(start, min(start + 64, len(items))) for start in range(0, len(items), 64)]
+    # Each job carries only its own items, not the whole plan.
+    jobs = [(folder, [items[i] for i in chunk], chunk, info, config) for chunk in chunks]
     bar = tqdm(total=len(items), desc="synthetic", unit="img", disable=not progress)
     if workers <= 1:
-        for chunk in chunks:
-            bar.update(_render_chunk(folder, [items[i] for i in chunk], chunk, info, config))
+        for job in jobs:
+            bar.update(_render_chunk(*job))
     else:
-        # fork: the workers inherit the module; each chunk carries its own items.
+        # fork: the workers inherit the module.
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            jobs = [
-                pool.submit(_render_chunk, folder, [items[i] for i in chunk], chunk, info, config)
-                for chunk in chunks
-            ]
-            for job in as_completed(jobs):
-                bar.update(job.result())
+            for done in as_completed([pool.submit(_render_chunk, *job) for job in jobs]):
+                bar.update(done.result())
     bar.close()
 
 
@@ -646,10 +628,7 @@ def ensure_synthetic(
         root = default_cache_dir() / "synthetic" / f"{size}-seed{seed}"
     root = Path(root).expanduser().absolute()
     if (root / README_NAME).is_file():
-        try:
-            info = read_synthetic_info(root)
-        except DatasetError:
-            info = {}
+        info = _info_or_none(root) or {}
         if info.get("format_version") == FORMAT_VERSION and info.get("config") == config.to_dict():
             return root
         logger.warning("%s holds another synthetic dataset; regenerating it for %s", root, config)

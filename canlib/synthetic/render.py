@@ -54,10 +54,7 @@ class _Layer:
         self.labels = np.zeros(shape, np.uint8)  # MASK_LABELS indices
 
     def paint(self, mask: np.ndarray, colour: Any, label: int = 1) -> None:
-        if isinstance(colour, np.ndarray) and colour.ndim == 3:
-            self.rgb[mask] = colour[mask]
-        else:
-            self.rgb[mask] = colour
+        self.rgb[mask] = colour[mask] if np.ndim(colour) == 3 else colour  # an image or one RGB
         self.alpha |= mask
         self.labels[mask] = label
 
@@ -67,7 +64,6 @@ class _Layer:
 
 
 _LABEL = {name: i for i, name in enumerate(MASK_LABELS)}
-# The README's summary of the design (the module docstring has the long form).
 _SLEEVE_END = {"short": 0.35, "three_quarter": 0.68, "long": 0.92}
 
 
@@ -330,24 +326,23 @@ def _resize(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
 
 def _background(scene: Scene, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     """Wall above a (jittered) horizon, ground below, with the scene's texture."""
-    camera = scene
     u = rng.random(3)
     speckle = rng.random((h // 4 + 1, w // 4 + 1, 1)).astype(np.float32)
     y = np.arange(h, dtype=np.float32)[:, None]
     x = np.arange(w, dtype=np.float32)[None, :]
-    horizon = (camera.horizon + 0.08 * (u[0] - 0.5)) * h
+    horizon = (scene.horizon + 0.08 * (u[0] - 0.5)) * h
     below = np.broadcast_to(y >= horizon, (h, w))
-    img = np.where(below[..., None], np.float32(camera.ground), np.float32(camera.wall))
-    p = camera.texture_period
+    img = np.where(below[..., None], np.float32(scene.ground), np.float32(scene.wall))
+    p = scene.texture_period
     ox, oy = u[1] * p, u[2] * p
-    if camera.texture == "tiles":
+    if scene.texture == "tiles":
         lines = ((np.mod(x + ox, p) < 1.0) | (np.mod(y + oy, p * 0.6) < 1.0)) & below
         img = img * np.where(lines, 0.8, 1.0)[..., None]
-    elif camera.texture == "bricks":
+    elif scene.texture == "bricks":
         course = np.floor((y + oy) / (p / 2))
         joint = (np.mod(y + oy, p / 2) < 1.0) | (np.mod(x + ox + (course % 2) * p / 2, p) < 1.0)
         img = img * np.where(joint & ~below, 0.82, 1.0)[..., None]
-    elif camera.texture == "speckle":
+    elif scene.texture == "speckle":
         img = img * (0.9 + 0.2 * np.repeat(np.repeat(speckle, 4, 0), 4, 1)[:h, :w])
     # Soft vertical light fall-off so backgrounds are not flat.
     return (img * (1.05 - 0.1 * y / h)[..., None]).astype(np.float32)
@@ -403,34 +398,6 @@ def _apply_camera(
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def render_box(
-    attributes: PersonAttributes | None,
-    camera: CameraStyle,
-    pose: Pose,
-    rng: np.random.Generator,
-    *,
-    size: tuple[int, int] = (128, 64),
-    occlusion_prob: float = 0.0,
-) -> np.ndarray:
-    """Render one bounding box: background, the person (if any) in ``pose``, camera effects.
-
-    The random draws never depend on the attributes, so two identities rendered with
-    generators in the same state get the same pose, background and noise.
-
-    Args:
-        attributes: The person, or None for a background-only box.
-        camera: Camera style.
-        pose: Where and how the person stands.
-        rng: Random generator (background phase, occlusion, sensor noise).
-        size: ``(height, width)`` in pixels (default (128, 64)).
-        occlusion_prob: Probability of a partial occluder (default 0).
-
-    Returns:
-        uint8 array of shape (height, width, 3).
-    """
-    return _render(attributes, camera, pose, rng, size, occlusion_prob)[0]
-
-
 def _render(
     attributes: PersonAttributes | None,
     camera: CameraStyle,
@@ -439,7 +406,13 @@ def _render(
     size: tuple[int, int],
     occlusion_prob: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`render_box` and the box's uint8 MASK_LABELS map (0 where no person shows)."""
+    """Render one bounding box: background, the person (None: none) in ``pose``, camera effects.
+
+    ``rng`` draws the background phase, occlusion and sensor noise; the draws never depend on
+    the attributes, so two identities rendered with generators in the same state get the same
+    pose, background and noise. Returns the uint8 (height, width, 3) image and its uint8
+    MASK_LABELS map (0 where no person shows).
+    """
     h, w = size
     img = _background(camera.scenes[pose.scene], h, w, rng)
     labels = np.zeros((h, w), np.uint8)
@@ -456,9 +429,8 @@ def _render(
 
 
 def _max_pool2(x: np.ndarray) -> np.ndarray:
-    return np.maximum(
-        np.maximum(x[0::2, 0::2], x[1::2, 0::2]), np.maximum(x[0::2, 1::2], x[1::2, 1::2])
-    )
+    """Maximum over 2x2 blocks."""
+    return x.reshape(x.shape[0] // 2, 2, x.shape[1] // 2, 2).max(axis=(1, 3))
 
 
 def render_person(
@@ -487,4 +459,4 @@ def render_person(
     camera = camera or neutral_camera()
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     pose = sample_pose(rng, camera, view=view)
-    return render_box(attributes, camera, pose, rng, size=size, occlusion_prob=occlusion_prob)
+    return _render(attributes, camera, pose, rng, size, occlusion_prob)[0]

@@ -59,6 +59,7 @@ ACCESSORY_COLOURS: dict[str, Colour] = {
     "darkred": (122, 34, 38),
     "olive": (92, 98, 56),
 }
+_ACCESSORIES = tuple(ACCESSORY_COLOURS.values())
 
 # (name, rgb, weight for upper garments, weight for lower garments): dark and neutral
 # clothes dominate street scenes, jeans blue dominates trousers.
@@ -105,15 +106,15 @@ def detail_values(kind: str) -> list[Any]:
         kind: One of DETAIL_KINDS.
 
     Returns:
-        Sleeve lengths for "sleeves", accessory colours for "shoes", and None (absent) plus
-        accessory colours for "hat" and "belt".
+        "short" and "long" for "sleeves" (three-quarter sleeves differ from long ones only at
+        the wrist, so they join no family), accessory colours for "shoes", and None (absent)
+        plus accessory colours for "hat" and "belt".
     """
     if kind not in DETAIL_KINDS:
         raise ConfigError(f"Unknown detail kind {kind!r}; expected one of {DETAIL_KINDS}.")
     if kind == "sleeves":
-        return list(SLEEVES)
-    colours = list(ACCESSORY_COLOURS.values())
-    return colours if kind == "shoes" else [None, *colours]
+        return ["short", "long"]
+    return list(_ACCESSORIES) if kind == "shoes" else [None, *_ACCESSORIES]
 
 
 def _seen_colour(base: PersonAttributes, kind: str, value: Any) -> np.ndarray:
@@ -132,10 +133,6 @@ def _distinct_values(
     """``size`` values of ``kind`` whose seen colours differ pairwise by MIN_DETAIL_CONTRAST,
     picked greedily in a random order; None when the base look allows no such set."""
     values = detail_values(kind)
-    if kind == "sleeves":
-        # Short and long sleeves differ by skin against garment on the forearm; three-quarter
-        # sleeves differ from long ones only at the wrist, so they join no family.
-        values = ["short", "long"]
     chosen: list[Any] = []
     for i in rng.permutation(len(values)):
         seen = _seen_colour(base, kind, values[i])
@@ -151,6 +148,16 @@ def _distinct_values(
 
 def _src(why: str) -> dict[str, str]:
     return {"source": f"ours: {why}"}
+
+
+def _lists(data: dict[str, Any]) -> dict[str, Any]:
+    """A dataclass's fields as JSON-ready values: tuples become lists (one level deep)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+
+def _tuples(data: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`_lists`: lists become tuples, so the dataclass stays hashable."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
 
 
 @dataclass(frozen=True)
@@ -265,8 +272,7 @@ class SyntheticConfig:
                 f"SyntheticConfig.detail_kinds must be a non-empty subset of {DETAIL_KINDS}, "
                 f"got {self.detail_kinds!r}."
             )
-        # Sleeves join families as short against long only (see _distinct_values).
-        largest = max(2 if k == "sleeves" else len(detail_values(k)) for k in self.detail_kinds)
+        largest = max(len(detail_values(k)) for k in self.detail_kinds)
         if self.ids_per_family > largest:
             raise ConfigError(
                 f"SyntheticConfig.ids_per_family must be at most {largest} (distinct values of "
@@ -289,20 +295,13 @@ class SyntheticConfig:
         """Identities in the training split."""
         return self.train_ids
 
-    @property
-    def num_test_ids(self) -> int:
-        """Identities in the test split (query and gallery)."""
-        return self.test_ids
-
     def with_seed(self, seed: int) -> SyntheticConfig:
         """The same config with another seed."""
         return dataclasses.replace(self, seed=seed)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (tuples become lists)."""
-        return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
-        }
+        return _lists(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SyntheticConfig:
@@ -386,14 +385,16 @@ class PersonAttributes:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (colours as lists)."""
-        return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
-        }
+        return _lists(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PersonAttributes:
         """Inverse of :meth:`to_dict`."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        return cls(**_tuples(data))
+
+
+def _round(x: float) -> float:
+    return round(float(x), 4)
 
 
 def _jitter(colour: Colour, rng: np.random.Generator, amount: float) -> Colour:
@@ -402,17 +403,15 @@ def _jitter(colour: Colour, rng: np.random.Generator, amount: float) -> Colour:
 
 
 def _pick_garment(rng: np.random.Generator, column: int, exclude: str = "") -> tuple[str, Colour]:
-    names = [g[0] for g in _GARMENTS if g[0] != exclude]
-    weights = np.array([g[column] for g in _GARMENTS if g[0] != exclude])
-    index = rng.choice(len(names), p=weights / weights.sum())
-    name = names[index]
-    colour = next(g[1] for g in _GARMENTS if g[0] == name)
+    """A garment colour (jittered) drawn by the weights in ``_GARMENTS[:][column]``."""
+    garments = [g for g in _GARMENTS if g[0] != exclude]
+    weights = np.array([g[column] for g in garments])
+    name, colour = garments[rng.choice(len(garments), p=weights / weights.sum())][:2]
     return name, _jitter(colour, rng, 9.0)
 
 
 def _maybe_accessory(rng: np.random.Generator, prob: float) -> Colour | None:
-    colours = list(ACCESSORY_COLOURS.values())
-    return colours[rng.integers(len(colours))] if rng.random() < prob else None
+    return _ACCESSORIES[rng.integers(len(_ACCESSORIES))] if rng.random() < prob else None
 
 
 def sample_attributes(rng: np.random.Generator) -> PersonAttributes:
@@ -429,23 +428,22 @@ def sample_attributes(rng: np.random.Generator) -> PersonAttributes:
     upper_name, upper = _pick_garment(rng, 2)
     _, upper2 = _pick_garment(rng, 2, exclude=upper_name)
     _, lower = _pick_garment(rng, 3)
-    colours = list(ACCESSORY_COLOURS.values())
     return PersonAttributes(
         skin=_jitter(_SKIN[rng.integers(len(_SKIN))], rng, 5.0),
         hair=_jitter(_HAIR[rng.integers(len(_HAIR))], rng, 5.0),
         hair_style="long" if rng.random() < 0.35 else "short",
-        head_size=round(float(rng.uniform(0.12, 0.135)), 4),
-        shoulder_width=round(float(rng.uniform(0.21, 0.27)), 4),
-        hip_width=round(float(rng.uniform(0.16, 0.2)), 4),
-        leg_length=round(float(rng.uniform(0.44, 0.49)), 4),
+        head_size=_round(rng.uniform(0.12, 0.135)),
+        shoulder_width=_round(rng.uniform(0.21, 0.27)),
+        hip_width=_round(rng.uniform(0.16, 0.2)),
+        leg_length=_round(rng.uniform(0.44, 0.49)),
         upper=upper,
         upper2=upper2,
         upper_texture=UPPER_TEXTURES[rng.choice(4, p=[0.5, 0.2, 0.15, 0.15])],
-        stripe_period=round(float(rng.uniform(0.02, 0.035)), 4),
+        stripe_period=_round(rng.uniform(0.02, 0.035)),
         sleeves=SLEEVES[rng.integers(len(SLEEVES))],
         lower=lower,
         lower_style=LOWER_STYLES[rng.choice(3, p=[0.75, 0.15, 0.1])],
-        shoes=colours[rng.integers(len(colours))],
+        shoes=_ACCESSORIES[rng.integers(len(_ACCESSORIES))],
         hat=_maybe_accessory(rng, 0.12),
         belt=_maybe_accessory(rng, 0.25),
         logo=_maybe_accessory(rng, 0.15),
@@ -538,12 +536,8 @@ class CameraStyle:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CameraStyle:
         """Inverse of :meth:`to_dict`."""
-        data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        scenes = tuple(
-            Scene(**{k: tuple(v) if isinstance(v, list) else v for k, v in sc.items()})
-            for sc in data["scenes"]
-        )
-        return cls(**{**data, "scenes": scenes})
+        scenes = tuple(Scene(**_tuples(scene)) for scene in data["scenes"])
+        return cls(**{**_tuples(data), "scenes": scenes})
 
 
 def neutral_camera() -> CameraStyle:
@@ -559,10 +553,6 @@ def neutral_camera() -> CameraStyle:
         scenes=(Scene((150, 150, 150), (120, 120, 120), 0.6, "plain", 8.0),),
         view_probs=(0.25, 0.25, 0.25, 0.25),
     )
-
-
-def _round(x: float) -> float:
-    return round(float(x), 4)
 
 
 def sample_scene(rng: np.random.Generator) -> Scene:
@@ -675,8 +665,3 @@ def sample_pose(
         light=float(0.88 + 0.24 * u[2]),
         scene=min(int(u[6] * len(camera.scenes)), len(camera.scenes) - 1),
     )
-
-
-# --------------------------------------------------------------------------------------
-# Drawing
-# --------------------------------------------------------------------------------------
