@@ -199,9 +199,7 @@ class NotebookRun:
             else:
                 alt_cfg = base.with_overrides(dict(choice.alternative_overrides)).validate()
                 alternative = self._run_seeds(alt_cfg)
-            a, b = (stats.seed_values(runs, "mAP") for runs in (alternative, default))
-            common = sorted(set(a) & set(b))
-            effect = stats.paired_effect([a[i] for i in common], [b[i] for i in common])
+            effect = stats.seed_effect([alternative, default], "mAP")
             claim = f"{choice.alternative} instead of {choice.default}"
             verdict = stats.choice_verdict(effect.ci_low, effect.ci_high)
             lines.append(

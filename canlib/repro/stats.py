@@ -220,26 +220,23 @@ def seed_values(per_seed: Sequence[Mapping[str, Any]], metric: str) -> dict[int,
     return {seed: float(s[metric]) for seed, s in zip(seeds, per_seed)}
 
 
-def claim_effect(
-    claim: ClaimLike,
-    per_row_seeds: Mapping[RowKey, Sequence[Mapping[str, Any]]],
-    confidence: float = CONFIDENCE,
+def seed_effect(
+    rows: Sequence[Sequence[Mapping[str, Any]]], metric: str, confidence: float = CONFIDENCE
 ) -> Interval | None:
-    """The effect of one claim on the seeds its rows share; None when it is not measured.
+    """The effect ``a - b`` (or ``(a - b) - (c - d)``) paired over the seeds every row has.
 
     Args:
-        claim: a claim (``canlib.repro.experiments.Claim``): its ``rows`` (2 or 4 ``(table, row)``
-            keys) and its ``metric``.
-        per_row_seeds: ``{(table, row): [metrics dict per seed]}``.
+        rows: 2 or 4 rows, each one metrics dict per seed (as :func:`seed_values` reads them).
+        metric: the metric compared, e.g. ``"mAP"``.
         confidence: coverage of the interval.
 
     Returns:
-        The :class:`Interval` of ``a - b`` (or ``(a - b) - (c - d)``) over the seeds present
-        in every row, or None when a row is missing or a run lacks the claim's metric.
+        The :class:`Interval` of the effect, or None when a row is empty or a run lacks
+        ``metric`` (not measured).
     """
     by_row = []
-    for key in claim.rows:
-        values = seed_values(per_row_seeds.get(key, ()), claim.metric)
+    for runs in rows:
+        values = seed_values(runs, metric)
         if values is None:
             return None
         by_row.append(values)
@@ -270,7 +267,8 @@ def claims_table(
     """
     lines = []
     for claim in claims:
-        effect = claim_effect(claim, per_row_seeds, confidence)
+        runs = [per_row_seeds.get(key, ()) for key in claim.rows]
+        effect = seed_effect(runs, claim.metric, confidence)
         if effect is None:
             effect, judged = Interval(math.nan, math.nan, math.nan, 0), NOT_MEASURED
         else:
