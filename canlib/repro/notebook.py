@@ -163,11 +163,10 @@ class NotebookRun:
         per_row: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for claim in chosen:
             for key in claim.rows:
-                if key not in per_row:
-                    per_row[key] = self.seeds.get(key[0], {}).get(key[1]) or self.run_seeds(*key)
-            if claim.metric == "body_share":
-                for key in claim.rows:
+                if claim.metric == "body_share":
                     per_row[key] = self.body_shares(*key)
+                elif key not in per_row:
+                    per_row[key] = self.seeds.get(key[0], {}).get(key[1]) or self.run_seeds(*key)
         frame = stats.claims_table(per_row, chosen)
         return frame, stats.claim_sentences(frame, chosen)
 
@@ -188,17 +187,13 @@ class NotebookRun:
         for choice in OPEN_CHOICES:
             base = self.config(*choice.row).with_overrides(dict(choice.default_overrides))
             default = self._run_seeds(base.validate())
+            changes = dict(choice.alternative_overrides)
             if choice.eval_only:
                 alternative = [
-                    {
-                        **self.rescore(m["checkpoint"], dict(choice.alternative_overrides)),
-                        "seed": m["seed"],
-                    }
-                    for m in default
+                    {**self.rescore(m["checkpoint"], changes), "seed": m["seed"]} for m in default
                 ]
             else:
-                alt_cfg = base.with_overrides(dict(choice.alternative_overrides)).validate()
-                alternative = self._run_seeds(alt_cfg)
+                alternative = self._run_seeds(base.with_overrides(changes).validate())
             effect = stats.seed_effect([alternative, default], "mAP")
             claim = f"{choice.alternative} instead of {choice.default}"
             verdict = stats.choice_verdict(effect.ci_low, effect.ci_high)
@@ -624,11 +619,10 @@ def reference_values(
 def body_share(model, data, cfg: ExperimentConfig, count: int = 64) -> float | None:
     """Share of the Figure 4 activation map's mass that lies on the person, in percent.
 
-    The map is the one Figure 4 draws (:func:`canlib.repro.viz.branch_maps` averaged over branches
-    by :func:`canlib.repro.viz.combine_maps`: channel-mean absolute layer-4 activation, scaled to
-    [0, 1]), resized bilinearly to each query's original crop; the person mask comes from the
-    synthetic renderer (:func:`canlib.synthetic.render_masks`). A map spread evenly over the
-    image would score the person's share of the area; one on the background scores less.
+    The map is the one Figure 4 draws (:func:`canlib.repro.viz.combine_maps` of
+    :func:`canlib.repro.viz.branch_maps`), resized bilinearly to each query's original crop;
+    the person mask comes from :func:`canlib.synthetic.render_masks`. A map spread evenly over
+    the image scores the person's share of the area; one on the background scores less.
 
     Args:
         model: a trained model with ``feature_maps``.
