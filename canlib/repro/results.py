@@ -127,15 +127,8 @@ def score_checkpoint(path: str | Path, cfg: ExperimentConfig) -> dict[str, Any]:
     """
     device = resolve_device(cfg.train.device)
     model, trained = load_trained_model(path, device=device)
-    d = cfg.data
-    eval_cfg = trained.with_overrides(
-        {
-            "data.dataset": d.dataset,
-            "data.data_root": d.data_root,
-            "data.synthetic_size": d.synthetic_size,
-            "data.cuhk03_subset": d.cuhk03_subset,
-        }
-    )
+    dataset = ("dataset", "data_root", "synthetic_size", "cuhk03_subset")
+    eval_cfg = trained.with_overrides({f"data.{k}": getattr(cfg.data, k) for k in dataset})
     eval_cfg = replace(eval_cfg, eval=cfg.eval)
     metrics = evaluate_model(model, build_data(eval_cfg), eval_cfg, device=device)
     return {**metrics, "run_dir": str(Path(path).parent), "checkpoint": str(path), "reused": True}
