@@ -34,10 +34,9 @@ from canlib.repro.experiments import (
 from canlib.repro.experiments import profile as profile_config  # start() has a parameter profile
 from canlib.synthetic import render_masks
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # Reference values of the committed notebooks' default run, with tolerances measured across
 # CPU numeric settings (written by benchmarks/numeric_spread.py; see check_reference).
-REFERENCE_DIR = REPO_ROOT / "notebooks" / "reference"
+REFERENCE_DIR = results.REPO_ROOT / "notebooks" / "reference"
 TRAINED_METRICS = ("mAP", "mINP", "rank1", "rank3", "rank5", "rank10")
 # The rows that are the paper's full CAN: a user's ``checkpoint`` is scored in their place.
 CAN_ROWS = {("table4", "global & local to L_c"), ("figure4", "CAN"), ("sota", "CAN")}
@@ -294,7 +293,7 @@ def start(
         profile_config(profile, items)
     except ConfigError as exc:
         raise ConfigError(f"bad notebook parameter: {exc}") from None
-    root = Path(os.environ.get("CANLIB_OUTPUT_ROOT", REPO_ROOT))
+    root = Path(os.environ.get("CANLIB_OUTPUT_ROOT", results.REPO_ROOT))
     results_dir = Path(opts.get("results_dir") or root / "results" / profile)
     run = NotebookRun(
         profile=profile,

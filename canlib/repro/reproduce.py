@@ -25,11 +25,10 @@ from canlib import trunk
 from canlib.config import parse_overrides
 from canlib.errors import CanlibError, ConfigError
 from canlib.repro.experiments import profile
-from canlib.repro.results import environment
+from canlib.repro.results import REPO_ROOT, environment
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # Per-notebook limits (seconds): papermill stops a cell that runs longer.
 TIMEOUTS = {"smoke": 600, "synthetic": 3600, "paper": 7 * 24 * 3600}
 

@@ -36,6 +36,8 @@ from canlib.repro.paper import paper_rows
 
 log = logging.getLogger(__name__)
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
 
 def run_experiment(
     cfg: ExperimentConfig, runs_root: str | Path, *, force: bool = False, progress: bool = True
@@ -287,10 +289,11 @@ def environment() -> dict[str, Any]:
 
 def git_state() -> dict[str, Any]:
     """Commit and dirty flag of the working tree (``None`` outside a git checkout)."""
-    root = Path(__file__).resolve().parents[2]
 
     def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        )
         return done.stdout.strip()
 
     try:
