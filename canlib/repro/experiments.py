@@ -13,6 +13,7 @@ numbers; :func:`canlib.repro.stats.claims_table` judges them over the seeds of e
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -37,11 +38,7 @@ def _paper() -> ExperimentConfig:
 
 def _synthetic() -> ExperimentConfig:
     # Sized from measurement (benchmarks/NOTES-synthetic-budget.md) so that 15 rows x 3 seeds
-    # fit an hour on 2 CPU cores: a quarter-width ResNet-18 at 144x48 (9-row layer-4 maps, the
-    # fewest on which every Table 2 pattern exists) fine-tuned for 3 identity epochs from the
-    # trunk canlib pretrains once on disjoint synthetic identities (canlib.trunk), as the
-    # paper fine-tunes from ImageNet. Measured for CAN, seed 0, mAP after each epoch: 82.9,
-    # 85.2, 87.8 with the decay after epoch 2; a 4th epoch at the decayed lr adds 0.5 (88.3).
+    # fit an hour on 2 CPU cores; PROFILE_REASONS["synthetic"] gives each field's reason.
     return ExperimentConfig(
         name="can",
         data=DataConfig(
@@ -303,6 +300,10 @@ def paper_value(table: str, row: str, metric: str = "mAP") -> float | None:
 
 _T2, _T3, _T4 = "table2", "table3", "table4"
 _CA_1357 = ((_T3, "part-1,3,5,7 with CA"), (_T3, "part-1,3,5,7 w/o CA"))
+_BODY_SHARE = (
+    "share of layer-4 activation mass inside the person mask, in percent; Figure 4 shows it "
+    "qualitatively"
+)
 
 # The paper's claims that the tables test. Effects are a - b (or (a - b) - (c - d)) in mAP
 # points unless ``metric`` says otherwise; canlib.repro.stats.claims_table judges them over seeds.
@@ -371,8 +372,7 @@ CLAIMS: tuple[Claim, ...] = (
         ("figure4", "MGN"),
         "+",
         metric="body_share",
-        note="share of layer-4 activation mass inside the person mask, in percent; Figure 4 "
-        "shows it qualitatively",
+        note=_BODY_SHARE,
     ),
     Claim(
         "CAN's layer-4 activation covers more of the body than the model without CA",
@@ -381,8 +381,7 @@ CLAIMS: tuple[Claim, ...] = (
         ("figure4", "part-1,3,5,7 w/o CA"),
         "+",
         metric="body_share",
-        note="share of layer-4 activation mass inside the person mask, in percent; Figure 4 "
-        "shows it qualitatively",
+        note=_BODY_SHARE,
     ),
 )
 
@@ -566,5 +565,5 @@ def sources(
 
 
 def _slug(text: str) -> str:
-    keep = [c.lower() if c.isalnum() else "-" for c in text]
-    return "-".join(part for part in "".join(keep).split("-") if part)
+    """``text`` lower-cased, each run of other characters than letters and digits one dash."""
+    return re.sub(r"[\W_]+", "-", text.lower()).strip("-")

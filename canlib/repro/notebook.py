@@ -1,17 +1,13 @@
 """What the notebooks call: validated parameters, cached table runs and post-conditions.
 
-Each notebook's first cell holds the papermill parameters a reader changes (profile,
-dataset, data_root, device, seed, overrides) and one ``options`` dict for the plumbing
-(:data:`OPTIONS`: output folders, retraining, a checkpoint to score); its second cell passes
-them to :func:`start`, which validates every one of them (a bad value fails there, in one
-sentence, not an hour later) and returns a :class:`NotebookRun` that knows the profile,
-the overrides and where results, figures and runs go.
+A notebook passes its parameters cell to :func:`start`, which validates every value (a bad
+one fails there, in one sentence, not an hour later) and returns a :class:`NotebookRun` that
+knows the profile, the overrides and where results, figures and runs go.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -34,14 +30,13 @@ from canlib.repro.experiments import (
     PAPER_TABLE_OF,
     TABLES,
     experiment,
-    profile,
 )
+from canlib.repro.experiments import profile as profile_config  # start() has a parameter profile
 from canlib.synthetic import render_masks
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # Reference values of the committed notebooks' default run, with tolerances measured across
 # CPU numeric settings (written by benchmarks/numeric_spread.py; see check_reference).
-REFERENCE_DIR = REPO_ROOT / "notebooks" / "reference"
+REFERENCE_DIR = results.REPO_ROOT / "notebooks" / "reference"
 TRAINED_METRICS = ("mAP", "mINP", "rank1", "rank3", "rank5", "rank10")
 # The rows that are the paper's full CAN: a user's ``checkpoint`` is scored in their place.
 CAN_ROWS = {("table4", "global & local to L_c"), ("figure4", "CAN"), ("sota", "CAN")}
@@ -64,16 +59,22 @@ class NotebookRun:
     @property
     def device(self):
         """Where this notebook's models run (``train.device`` resolved: CUDA when present)."""
-
         return engine.resolve_device(self.base_config().train.device)
 
     def base_config(self) -> ExperimentConfig:
         """The profile's config with this run's overrides."""
-        return profile(self.profile, self.overrides)
+        return profile_config(self.profile, self.overrides)
 
     def config(self, table: str, row: str) -> ExperimentConfig:
         """The config of one table row under this run's profile and overrides."""
         return experiment(table, row, self.profile, self.overrides)
+
+    def _from_checkpoint(self, table: str, row: str) -> bool:
+        """Whether this row is scored from the user's ``checkpoint`` instead of trained."""
+        return self.checkpoint is not None and (table, row) in CAN_ROWS
+
+    def _run_seeds(self, cfg: ExperimentConfig) -> list[dict[str, Any]]:
+        return results.run_seeds(cfg, self.runs_dir, force=self.force, progress=False)
 
     def run(
         self, table: str, row: str, progress: bool = False, eval_every: int | None = None
@@ -83,8 +84,7 @@ class NotebookRun:
         ``eval_every`` evaluates a newly trained run more often than its profile does (for a
         test-metric curve); it changes no weight, so the run is the row's cached one.
         """
-
-        if self.checkpoint is not None and (table, row) in CAN_ROWS:
+        if self._from_checkpoint(table, row):
             metrics = results.score_checkpoint(self.checkpoint, self.base_config())
         else:
             cfg = self.config(table, row)
@@ -104,8 +104,7 @@ class NotebookRun:
         plateau. Returns None under the ``paper`` profile (twice its 600 epochs is days of
         GPU time) and when the row is scored from a user's checkpoint.
         """
-
-        if self.profile == "paper" or (self.checkpoint is not None and (table, row) in CAN_ROWS):
+        if self.profile == "paper" or self._from_checkpoint(table, row):
             return None
         cfg = self.config(table, row)
         longer = {"train.epochs": cfg.train.epochs * factor, "train.eval_every": 1}
@@ -120,13 +119,10 @@ class NotebookRun:
         from a user's ``checkpoint`` is one run, so one seed. Returns one metrics dict per seed
         (percent, with ``seed``); :attr:`measured` gets their mean.
         """
-
-        if self.checkpoint is not None and (table, row) in CAN_ROWS:
+        if self._from_checkpoint(table, row):
             per_seed = [{**self.run(table, row), "seed": self.config(table, row).train.seed}]
         else:
-            per_seed = results.run_seeds(
-                self.config(table, row), self.runs_dir, force=self.force, progress=False
-            )
+            per_seed = self._run_seeds(self.config(table, row))
         self.seeds.setdefault(table, {})[row] = per_seed
         self.measured.setdefault(table, {})[row] = mean_over_seeds(per_seed)
         return per_seed
@@ -144,7 +140,6 @@ class NotebookRun:
     def seeds_table(self, table: str, metrics: tuple[str, ...] = ("mAP", "rank1")):
         """Mean and 95% interval over seeds per row of ``table``, the paper's number beside
         it as a reference (:func:`canlib.repro.results.seeds_table`)."""
-
         return results.seeds_table(
             self.seeds.get(table, {}),
             PAPER_TABLE_OF.get(table),
@@ -163,16 +158,14 @@ class NotebookRun:
             ``(table, sentences)``: the :func:`canlib.repro.stats.claims_table` frame and one
             generated sentence per claim.
         """
-
         chosen = [c for c in CLAIMS if tables is None or c.table in set(tables)]
         per_row: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for claim in chosen:
             for key in claim.rows:
-                if key not in per_row:
-                    per_row[key] = self.seeds.get(key[0], {}).get(key[1]) or self.run_seeds(*key)
-            if claim.metric == "body_share":
-                for key in claim.rows:
+                if claim.metric == "body_share":
                     per_row[key] = self.body_shares(*key)
+                elif key not in per_row:
+                    per_row[key] = self.seeds.get(key[0], {}).get(key[1]) or self.run_seeds(*key)
         frame = stats.claims_table(per_row, chosen)
         return frame, stats.claim_sentences(frame, chosen)
 
@@ -192,25 +185,15 @@ class NotebookRun:
         lines = []
         for choice in OPEN_CHOICES:
             base = self.config(*choice.row).with_overrides(dict(choice.default_overrides))
-            default = results.run_seeds(
-                base.validate(), self.runs_dir, force=self.force, progress=False
-            )
+            default = self._run_seeds(base.validate())
+            changes = dict(choice.alternative_overrides)
             if choice.eval_only:
                 alternative = [
-                    {
-                        **self.rescore(m["checkpoint"], dict(choice.alternative_overrides)),
-                        "seed": m["seed"],
-                    }
-                    for m in default
+                    {**self.rescore(m["checkpoint"], changes), "seed": m["seed"]} for m in default
                 ]
             else:
-                alt_cfg = base.with_overrides(dict(choice.alternative_overrides)).validate()
-                alternative = results.run_seeds(
-                    alt_cfg, self.runs_dir, force=self.force, progress=False
-                )
-            a, b = (stats.seed_values(runs, "mAP") for runs in (alternative, default))
-            common = sorted(set(a) & set(b))
-            effect = stats.paired_effect([a[i] for i in common], [b[i] for i in common])
+                alternative = self._run_seeds(base.with_overrides(changes).validate())
+            effect = stats.seed_effect([alternative, default], "mAP")
             claim = f"{choice.alternative} instead of {choice.default}"
             verdict = stats.choice_verdict(effect.ci_low, effect.ci_high)
             lines.append(
@@ -225,7 +208,6 @@ class NotebookRun:
 
     def rescore(self, checkpoint: str | Path, eval_overrides: dict[str, Any]) -> dict[str, Any]:
         """Metrics of a trained checkpoint under other test-time settings (``eval.*``)."""
-
         model, cfg = engine.load_trained_model(
             checkpoint, self.device, eval_overrides=eval_overrides
         )
@@ -234,7 +216,6 @@ class NotebookRun:
     def body_shares(self, table: str, row: str) -> list[dict[str, Any]]:
         """Per seed, the share of layer-4 activation mass inside the person masks, in
         percent (:func:`body_share`), added to the row's per-seed metrics."""
-
         per_seed = self.seeds.get(table, {}).get(row) or self.run_seeds(table, row)
         data = engine.build_data(self.config(table, row))
         out = []
@@ -247,7 +228,6 @@ class NotebookRun:
 
     def description(self) -> str:
         """An honest sentence on what this notebook's numbers were measured on."""
-
         return results.run_description(self.base_config())
 
     def check_reference(
@@ -265,9 +245,8 @@ class NotebookRun:
         print(compare_with_reference(self, table, measured))
 
 
-# What a notebook's ``options`` parameter may hold, with what each does. These are the
-# plumbing of a run (where outputs go, retraining, scoring instead of training), set by
-# ``python -m canlib reproduce`` or by hand; the parameters cell keeps only what a reader changes.
+# What a notebook's ``options`` parameter may hold: the plumbing of a run, set by
+# ``python -m canlib reproduce`` or by hand; the parameters cell keeps what a reader changes.
 OPTIONS = {
     "epochs": "train this many epochs instead of the profile's (its milestones rescaled)",
     "force": "True: retrain runs that are already cached",
@@ -289,17 +268,11 @@ def start(
 ) -> NotebookRun:
     """Validate a notebook's parameters and set up its output folders.
 
-    The notebooks call ``start(profile, dataset, data_root, device, seed, overrides,
-    options)`` with their parameters cell's values. ``options`` holds the rarely set
-    plumbing, every key optional (:data:`OPTIONS`): ``epochs``, ``force``, ``checkpoint``,
-    ``results_dir``, ``figures_dir`` and ``runs_dir``.
-
-    Output folders default to ``results/<profile>``, ``figures/<profile>`` and
-    ``results/<profile>/runs`` under ``$CANLIB_OUTPUT_ROOT`` (the repository when unset;
-    the test suite points it at a temporary folder so nbval never touches ``results/``).
-
-    A ``checkpoint`` (a CAN checkpoint trained elsewhere, e.g. on a GPU) is evaluated on this
-    notebook's dataset in place of training the CAN rows.
+    The notebooks pass their parameters cell's values; ``options`` holds the rarely set
+    plumbing (:data:`OPTIONS`, every key optional). Output folders default to
+    ``results/<profile>``, ``figures/<profile>`` and ``results/<profile>/runs`` under
+    ``$CANLIB_OUTPUT_ROOT`` (the repository when unset; the test suite points it at a
+    temporary folder so nbval never touches ``results/``).
 
     Raises:
         ConfigError: any bad parameter or option, named, before work starts.
@@ -315,10 +288,12 @@ def start(
     items += [f"train.device={device}", f"train.seed={seed}"]
     epochs, checkpoint = opts.get("epochs"), opts.get("checkpoint")
     if epochs is not None:
-        milestones = (round(m * epochs / profile_epochs(profile)) for m in _milestones(profile))
-        items += [f"train.epochs={epochs}", f"train.milestones={','.join(map(str, milestones))}"]
-    _validated(profile, items)
-    root = Path(os.environ.get("CANLIB_OUTPUT_ROOT", REPO_ROOT))
+        items += [f"train.epochs={epochs}", f"train.milestones={_milestones(profile, epochs)}"]
+    try:
+        profile_config(profile, items)
+    except ConfigError as exc:
+        raise ConfigError(f"bad notebook parameter: {exc}") from None
+    root = Path(os.environ.get("CANLIB_OUTPUT_ROOT", results.REPO_ROOT))
     results_dir = Path(opts.get("results_dir") or root / "results" / profile)
     run = NotebookRun(
         profile=profile,
@@ -365,20 +340,10 @@ def _options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(options)
 
 
-def profile_epochs(name: str) -> int:
-    """The profile's own epoch count (to rescale its milestones when ``epochs`` is set)."""
-    return profile(name).train.epochs
-
-
-def _milestones(name: str) -> tuple[int, ...]:
-    return profile(name).train.milestones
-
-
-def _validated(name: str, items: list[str]) -> ExperimentConfig:
-    try:
-        return profile(name, items)
-    except ConfigError as exc:
-        raise ConfigError(f"bad notebook parameter: {exc}") from None
+def _milestones(name: str, epochs: int) -> str:
+    """Profile ``name``'s lr milestones rescaled to ``epochs``, as an override value."""
+    train = profile_config(name).train
+    return ",".join(str(round(m * epochs / train.epochs)) for m in train.milestones)
 
 
 def check_metrics(
@@ -406,11 +371,7 @@ def check_metrics(
             raise AssertionError(f"row {row!r} was not measured")
         for col in columns:
             value = measured[row].get(col)
-            if (
-                not isinstance(value, (int, float))
-                or not math.isfinite(value)
-                or not 0 <= value <= 100
-            ):
+            if not (isinstance(value, (int, float)) and 0 <= value <= 100):  # NaN fails too
                 raise AssertionError(f"row {row!r}: {col} = {value!r} is not a percentage")
 
 
@@ -433,13 +394,12 @@ def mean_over_seeds(per_seed: list[Mapping[str, Any]]) -> dict[str, Any]:
 
 def check_choices(choices) -> None:
     """Post-condition of notebook 08: every open choice measured, in order, with a verdict."""
-
     expected = [c.choice for c in OPEN_CHOICES]
     if list(choices["choice"]) != expected:
         raise AssertionError(
             f"open choices measured {list(choices['choice'])}, expected {expected}"
         )
-    verdicts = set(choices["verdict"]) - {"matters", "no measurable effect"}
+    verdicts = set(choices["verdict"]) - {stats.MATTERS, stats.NO_MEASURABLE_EFFECT}
     if verdicts:
         raise AssertionError(f"unexpected verdicts {sorted(verdicts)}")
 
@@ -450,6 +410,12 @@ def check_files(paths: Iterable[Path | str]) -> None:
         path = Path(path)
         if not path.is_file() or path.stat().st_size == 0:
             raise AssertionError(f"expected output {path} is missing or empty")
+
+
+def _test_images(cfg: ExperimentConfig, paths: Iterable[str | Path]) -> torch.Tensor:
+    """Image files as a (N, 3, H, W) batch under ``cfg``'s test transform."""
+    transform = build_test_transform(engine.transform_config(cfg))
+    return torch.stack([transform(decode_image(path)) for path in paths])
 
 
 def figure_inputs(data, cfg: ExperimentConfig, count: int = 4):
@@ -468,9 +434,8 @@ def figure_inputs(data, cfg: ExperimentConfig, count: int = 4):
             break
     if not pairs:
         raise ConfigError("no query has a cross-camera match in the gallery; cannot draw Figure 4")
-    transform = build_test_transform(engine.transform_config(cfg))
-    queries = torch.stack([transform(decode_image(q[0])) for q, _ in pairs])
-    matches = torch.stack([transform(decode_image(g[0])) for _, g in pairs])
+    queries = _test_images(cfg, [q[0] for q, _ in pairs])
+    matches = _test_images(cfg, [g[0] for _, g in pairs])
     raw = [
         (
             resize(decode_image(q[0]).float() / 255, cfg.data.height, cfg.data.width)
@@ -504,8 +469,7 @@ def fingerprint(cfg: ExperimentConfig, data=None) -> dict[str, dict[str, float]]
     engine.seed_everything(cfg.train.seed)
     parts = engine.build_training(cfg, data.num_train_pids, torch.device("cpu"))
     batch = _fixed_batch(data.train, cfg.data.p, cfg.data.k)
-    transform = build_test_transform(engine.transform_config(cfg))
-    images = torch.stack([transform(decode_image(path)) for path, _, _ in batch])
+    images = _test_images(cfg, [path for path, _, _ in batch])
     pids = torch.tensor([pid for _, pid, _ in batch])
     parts.model.train()
     with torch.no_grad():
@@ -568,7 +532,7 @@ def compare_with_reference(
         if (
             ref is None
             or ref["config_hash"] != cfg.config_hash()
-            or (run.checkpoint is not None and (table, row) in CAN_ROWS)
+            or run._from_checkpoint(table, row)
         ):
             continue
         if data is None:
@@ -654,11 +618,10 @@ def reference_values(
 def body_share(model, data, cfg: ExperimentConfig, count: int = 64) -> float | None:
     """Share of the Figure 4 activation map's mass that lies on the person, in percent.
 
-    The map is the one Figure 4 draws (:func:`canlib.repro.viz.branch_maps` averaged over branches
-    by :func:`canlib.repro.viz.combine_maps`: channel-mean absolute layer-4 activation, scaled to
-    [0, 1]), resized bilinearly to each query's original crop; the person mask comes from the
-    synthetic renderer (:func:`canlib.synthetic.render_masks`). A map spread evenly over the
-    image would score the person's share of the area; one on the background scores less.
+    The map is the one Figure 4 draws (:func:`canlib.repro.viz.combine_maps` of
+    :func:`canlib.repro.viz.branch_maps`), resized bilinearly to each query's original crop;
+    the person mask comes from :func:`canlib.synthetic.render_masks`. A map spread evenly over
+    the image scores the person's share of the area; one on the background scores less.
 
     Args:
         model: a trained model with ``feature_maps``.
@@ -674,8 +637,7 @@ def body_share(model, data, cfg: ExperimentConfig, count: int = 64) -> float | N
     records = list(data.query)[:count]
     names = [str(Path(r[0]).relative_to(data.root)) for r in records]
     masks = render_masks(data.root, names)
-    transform = build_test_transform(engine.transform_config(cfg))
-    images = torch.stack([transform(decode_image(r[0])) for r in records])
+    images = _test_images(cfg, [r[0] for r in records])
     heat = torch.as_tensor(viz.combine_maps(viz.branch_maps(model, images)))
     shares = []
     for name, one in zip(names, heat, strict=True):

@@ -1,17 +1,12 @@
 """Execute the numbered notebooks with papermill into versioned results.
 
 ``reproduce("synthetic")`` runs ``notebooks/NN_*.ipynb`` in order, each in a fresh
-``python3`` kernel of the current environment, with the profile, its overrides and the
-device as papermill parameters, and the output folders and ``force`` in the notebooks'
-``options`` parameter (:func:`notebook_parameters`). Executed notebooks go to
-``results/<profile>/notebooks/``, tables to ``results/<profile>/``, figures to
-``figures/<profile>/``, and ``manifest.json`` records the environment and, per notebook, wall
-time, peak memory and status.
-
-Trained models are cached by config hash under ``results/<profile>/runs/``, so a
-reproduction interrupted half way and started again redoes only what is missing. A
-previous manifest is kept as ``manifest.previous.json``, and the files a run replaces are
-listed in the log, so earlier results are never overwritten silently.
+``python3`` kernel, with :func:`notebook_parameters`. Executed notebooks and tables go to
+``results/<profile>/``, figures to ``figures/<profile>/``; ``manifest.json`` records the
+environment and, per notebook, wall time, peak memory and status. Trained models are cached
+by config hash under ``results/<profile>/runs/``, so an interrupted reproduction started
+again redoes only what is missing; the previous manifest is kept as
+``manifest.previous.json``.
 """
 
 from __future__ import annotations
@@ -30,11 +25,10 @@ from canlib import trunk
 from canlib.config import parse_overrides
 from canlib.errors import CanlibError, ConfigError
 from canlib.repro.experiments import profile
-from canlib.repro.results import environment
+from canlib.repro.results import REPO_ROOT, environment
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # Per-notebook limits (seconds): papermill stops a cell that runs longer.
 TIMEOUTS = {"smoke": 600, "synthetic": 3600, "paper": 7 * 24 * 3600}
 
@@ -42,7 +36,7 @@ TIMEOUTS = {"smoke": 600, "synthetic": 3600, "paper": 7 * 24 * 3600}
 def notebooks(folder: Path | None = None) -> list[Path]:
     """The numbered notebooks ``NN_name.ipynb`` of ``folder``, in reading order."""
     folder = folder or REPO_ROOT / "notebooks"
-    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
 
 
 def output_dirs(profile_name: str, root: Path | None = None) -> dict[str, Path]:
@@ -205,10 +199,10 @@ def _relative_papermill_paths(path: Path, root: Path) -> None:
 def _keep_previous_manifest(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
-    previous = json.loads(path.read_text())
-    path.with_name("manifest.previous.json").write_text(path.read_text())
-    log.info("keeping the previous manifest as %s", path.with_name("manifest.previous.json"))
-    return previous
+    backup = path.with_name("manifest.previous.json")
+    backup.write_text(path.read_text())
+    log.info("keeping the previous manifest as %s", backup)
+    return json.loads(backup.read_text())
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

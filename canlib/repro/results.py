@@ -36,14 +36,7 @@ from canlib.repro.paper import paper_rows
 
 log = logging.getLogger(__name__)
 
-
-def run_dir_for(cfg: ExperimentConfig, runs_root: str | Path) -> Path:
-    """Where the run of ``cfg`` lives: ``<runs_root>/<config hash>``.
-
-    The name is left out on purpose: the same model under two names (Table 3's "part-1,3,5,7
-    with CA" is Table 4's "CAN + CE + Triplet") is trained once and shared.
-    """
-    return Path(runs_root) / cfg.config_hash()
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_experiment(
@@ -62,7 +55,9 @@ def run_experiment(
         The run's summary (metrics in percent, wall time, speed, memory) plus ``run_dir``
         and ``reused`` (True when nothing was trained).
     """
-    run_dir = run_dir_for(cfg, runs_root)
+    # Keyed by the config's hash, not its name: the same model under two names (Table 3's
+    # "part-1,3,5,7 with CA" is Table 4's "CAN + CE + Triplet") is trained once and shared.
+    run_dir = Path(runs_root) / cfg.config_hash()
     summary_path = run_dir / "summary.json"
     if force and run_dir.exists():
         backup = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -112,10 +107,8 @@ def run_seeds(
 
     Args:
         cfg: the row's config; seed i runs with ``train.seed = cfg.train.seed + i``.
-        runs_root: folder holding one sub-folder per run (each seed's run has its own hash).
+        runs_root, force, progress: as for :func:`run_experiment`.
         seeds: how many seeds; default ``cfg.train.seeds``.
-        force: retrain every seed from scratch (see :func:`run_experiment`).
-        progress: show tqdm bars.
 
     Returns:
         One dict per seed, in seed order: :func:`run_experiment`'s summary (metrics in
@@ -136,15 +129,8 @@ def score_checkpoint(path: str | Path, cfg: ExperimentConfig) -> dict[str, Any]:
     """
     device = resolve_device(cfg.train.device)
     model, trained = load_trained_model(path, device=device)
-    d = cfg.data
-    eval_cfg = trained.with_overrides(
-        {
-            "data.dataset": d.dataset,
-            "data.data_root": d.data_root,
-            "data.synthetic_size": d.synthetic_size,
-            "data.cuhk03_subset": d.cuhk03_subset,
-        }
-    )
+    dataset = ("dataset", "data_root", "synthetic_size", "cuhk03_subset")
+    eval_cfg = trained.with_overrides({f"data.{k}": getattr(cfg.data, k) for k in dataset})
     eval_cfg = replace(eval_cfg, eval=cfg.eval)
     metrics = evaluate_model(model, build_data(eval_cfg), eval_cfg, device=device)
     return {**metrics, "run_dir": str(Path(path).parent), "checkpoint": str(path), "reused": True}
@@ -166,9 +152,6 @@ def seeds_table(
     rows: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Mean and 95% interval over seeds, one row per table row, the paper's number beside it.
-
-    No paper-minus-ours column: on the synthetic data such a difference means nothing; the
-    paper's absolute number is only a reference.
 
     Args:
         per_row_seeds: row name -> one metrics dict per seed (:func:`run_seeds`), percent.
@@ -289,7 +272,7 @@ def run_description(cfg: ExperimentConfig) -> str:
 
 def environment() -> dict[str, Any]:
     """OS, Python, package versions, device and git state, for manifests."""
-    info: dict[str, Any] = {
+    return {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "os": platform.platform(),
         "python": sys.version.split()[0],
@@ -299,27 +282,22 @@ def environment() -> dict[str, Any]:
         "cpu_count": _cpu_count(),
         "numpy": np.__version__,
         "pandas": pd.__version__,
+        **{name: _version(name) for name in ("torchvision", "papermill", "nbval", "canlib")},
+        **git_state(),
     }
-    for name in ("torchvision", "papermill", "nbval", "canlib"):
-        info[name] = _version(name)
-    info.update(git_state())
-    return info
 
 
 def git_state() -> dict[str, Any]:
     """Commit and dirty flag of the working tree (``None`` outside a git checkout)."""
-    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip()
+
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        sha, dirty = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
         return {"git_commit": None, "git_dirty": None}
     return {"git_commit": sha, "git_dirty": bool(dirty)}

@@ -1,20 +1,9 @@
 """Seed statistics: means with 95% intervals, paired effects and the verdict on each claim.
 
 One run is a demonstration, not evidence (DESIGN.md): a table row is trained with several
-seeds (``train.seeds``; the seeds are ``train.seed + i``) and this module turns the per-seed
-metrics into
-
-* a mean and a Student's t interval per metric (:func:`summarize_seeds`),
-* a paired effect between two rows, the difference taken seed by seed
-  (:func:`paired_effect`), or a difference of differences between four
-  (:func:`interaction_effect`),
-* a verdict on a claim of the paper: ``holds`` when the interval excludes 0 in the paper's
-  direction, ``contradicted`` when it excludes 0 in the other, ``not established`` otherwise
-  (:func:`verdict`), gathered in one table (:func:`claims_table`) and in words
-  (:func:`claim_sentence`).
-
-Pure numpy/scipy/pandas: no torch, no files, no global state. Metrics are in percent, so an
-effect on ``mAP`` is in mAP points.
+seeds (``train.seed + i``), and effects between rows are taken seed by seed (paired) with a
+Student's t interval. Pure numpy/scipy/pandas: no torch, no files, no global state. Metrics
+are in percent, so an effect on ``mAP`` is in mAP points.
 """
 
 from __future__ import annotations
@@ -196,12 +185,9 @@ def verdict(direction: str, ci_low: float, ci_high: float, n: int | None = None)
         raise ValueError(f"direction must be '+' or '-' (got {direction!r})")
     if (n is not None and n < 2) or not (math.isfinite(ci_low) and math.isfinite(ci_high)):
         return NOT_ESTABLISHED
-    if ci_low > 0:
-        side = "+"
-    elif ci_high < 0:
-        side = "-"
-    else:
+    if ci_low <= 0 <= ci_high:
         return NOT_ESTABLISHED
+    side = "+" if ci_low > 0 else "-"
     return HOLDS if side == direction else CONTRADICTED
 
 
@@ -234,26 +220,23 @@ def seed_values(per_seed: Sequence[Mapping[str, Any]], metric: str) -> dict[int,
     return {seed: float(s[metric]) for seed, s in zip(seeds, per_seed)}
 
 
-def claim_effect(
-    claim: ClaimLike,
-    per_row_seeds: Mapping[RowKey, Sequence[Mapping[str, Any]]],
-    confidence: float = CONFIDENCE,
+def seed_effect(
+    rows: Sequence[Sequence[Mapping[str, Any]]], metric: str, confidence: float = CONFIDENCE
 ) -> Interval | None:
-    """The effect of one claim on the seeds its rows share; None when it is not measured.
+    """The effect ``a - b`` (or ``(a - b) - (c - d)``) paired over the seeds every row has.
 
     Args:
-        claim: a claim (``canlib.repro.experiments.Claim``): its ``rows`` (2 or 4 ``(table, row)``
-            keys) and its ``metric``.
-        per_row_seeds: ``{(table, row): [metrics dict per seed]}``.
+        rows: 2 or 4 rows, each one metrics dict per seed (as :func:`seed_values` reads them).
+        metric: the metric compared, e.g. ``"mAP"``.
         confidence: coverage of the interval.
 
     Returns:
-        The :class:`Interval` of ``a - b`` (or ``(a - b) - (c - d)``) over the seeds present
-        in every row, or None when a row is missing or a run lacks the claim's metric.
+        The :class:`Interval` of the effect, or None when a row is empty or a run lacks
+        ``metric`` (not measured).
     """
     by_row = []
-    for key in claim.rows:
-        values = seed_values(per_row_seeds.get(key, ()), claim.metric)
+    for runs in rows:
+        values = seed_values(runs, metric)
         if values is None:
             return None
         by_row.append(values)
@@ -284,7 +267,8 @@ def claims_table(
     """
     lines = []
     for claim in claims:
-        effect = claim_effect(claim, per_row_seeds, confidence)
+        runs = [per_row_seeds.get(key, ()) for key in claim.rows]
+        effect = seed_effect(runs, claim.metric, confidence)
         if effect is None:
             effect, judged = Interval(math.nan, math.nan, math.nan, 0), NOT_MEASURED
         else:
@@ -335,15 +319,10 @@ def claim_sentence(row: Mapping[str, Any], unit: str = "mAP", metric: str | None
         reference = f"paper: direction '{row['direction']}' only, no number"
     else:
         reference = f"paper: {paper:+.1f}"
-    n = int(row["n_seeds"])
     if row["verdict"] == NOT_MEASURED:
         return f"{row['claim']}: not measured ({metric or unit} is not in the runs) ({reference})."
-    if n < 2:
-        spread = f"{n} seed, no interval"
-    else:
-        spread = f"95% CI {row['ci_low']:+.1f} to {row['ci_high']:+.1f}, {n} seeds"
     effect = f"{row['effect_mean']:+.1f} {unit}"
-    return f"{row['claim']}: {effect} ({spread}): {row['verdict']} ({reference})."
+    return f"{row['claim']}: {effect} ({_spread(row)}): {row['verdict']} ({reference})."
 
 
 def claim_sentences(table: pd.DataFrame, claims: Sequence[ClaimLike]) -> list[str]:
@@ -360,16 +339,18 @@ def choice_sentence(row: Mapping[str, Any]) -> str:
     """An open-choices row in words, e.g. ``"Stripe pooling, part-1,3,5,7: Eq. (1) windows
     instead of torch's bins: +0.4 mAP (95% CI -0.8 to +1.6, 3 seeds): no measurable
     effect."``"""
-    n = int(row["n_seeds"])
-    spread = (
-        f"{n} seed, no interval"
-        if n < 2
-        else f"95% CI {row['ci_low']:+.1f} to {row['ci_high']:+.1f}, {n} seeds"
-    )
     return (
-        f"{row['choice']}: {row['claim']}: {row['effect_mean']:+.1f} mAP ({spread}): "
+        f"{row['choice']}: {row['claim']}: {row['effect_mean']:+.1f} mAP ({_spread(row)}): "
         f"{row['verdict']}."
     )
+
+
+def _spread(row: Mapping[str, Any]) -> str:
+    """A claims-table row's interval in words, or that one seed has none."""
+    n = int(row["n_seeds"])
+    if n < 2:
+        return f"{n} seed, no interval"
+    return f"95% CI {row['ci_low']:+.1f} to {row['ci_high']:+.1f}, {n} seeds"
 
 
 def format_half_width(interval: Interval | Mapping[str, Any]) -> str | None:
@@ -377,16 +358,13 @@ def format_half_width(interval: Interval | Mapping[str, Any]) -> str | None:
 
     Returns ``"n/a (1 seed)"`` for one seed and None for no measurement.
     """
-    low, high, n = (
-        (interval.ci_low, interval.ci_high, interval.n)
-        if isinstance(interval, Interval)
-        else (interval["ci_low"], interval["ci_high"], interval["n"])
-    )
-    if n == 0:
+    if isinstance(interval, Interval):
+        interval = interval._asdict()
+    if interval["n"] == 0:
         return None
-    if n < 2:
+    if interval["n"] < 2:
         return "n/a (1 seed)"
-    return f"±{(high - low) / 2:.1f}"
+    return f"±{(interval['ci_high'] - interval['ci_low']) / 2:.1f}"
 
 
 def _interval_note(n: int) -> str:

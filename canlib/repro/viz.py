@@ -3,17 +3,16 @@ feature-map overlays (the paper's Figure 4), Grad-CAM and ranked lists.
 
 Every figure function returns a :class:`matplotlib.figure.Figure` that pyplot has already
 closed (ours: a notebook cell whose last expression is the figure shows it exactly once, and a
-loop of figures leaks nothing); nothing here calls ``plt.show``. :func:`save_figure` writes a figure
-as PNG and PDF. Notebooks hold no logic: everything they draw is computed here, and the pure
-pieces (:func:`activation_map`, :func:`combine_maps`, :func:`overlay`, :func:`ranked_gallery`)
-are tested on hand-worked values.
+loop of figures leaks nothing); nothing here calls ``plt.show``. Notebooks hold no logic:
+everything they draw is computed here.
 """
 
 from __future__ import annotations
 
 import logging
 import textwrap
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -103,9 +102,8 @@ def save_figure(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
 def _new_figure(figsize: tuple[float, float]) -> Figure:
     """A figure with constrained layout, made by pyplot but not kept in its registry.
 
-    Made by pyplot so that it gets the current backend's canvas (in Jupyter the inline
-    backend, whose display hook then draws a returned figure), and closed at once so that
-    pyplot neither shows it a second time at the end of the cell nor holds on to it.
+    Made by pyplot for the current backend's canvas (in Jupyter the inline backend draws a
+    returned figure); closed at once so pyplot neither shows it twice nor holds on to it.
     """
     fig = plt.figure(figsize=figsize, layout="constrained")
     plt.close(fig)
@@ -563,12 +561,10 @@ def _unit_range(x: Tensor) -> Tensor:
 def activation_map(feature_map: Tensor) -> np.ndarray:
     """Where a layer fires: the channel-wise mean of absolute activations, scaled to [0, 1].
 
-    This is the usual picture in "visualisation of feature maps" figures (the activation-based
-    attention map of Zagoruyko & Komodakis, arXiv:1612.03928, with p = 1; the paper's Figure 4
-    does not say how it is drawn):
-    a spatial position is bright when many channels respond strongly there, whatever their
-    sign, and it needs no gradient or class. Ours: min-max scaling per map, so maps of
-    different models share one colour scale; a constant map gives zeros, never NaN.
+    Ours (the paper's Figure 4 does not say how it is drawn): the activation-based attention
+    map of Zagoruyko & Komodakis (arXiv:1612.03928) with p = 1, which needs no gradient or
+    class; min-max scaled per map, so maps of different models share one colour scale (a
+    constant map gives zeros, never NaN).
 
     Args:
         feature_map: (C, h, w) activations.
@@ -645,12 +641,23 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` in eval mode, its mode restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def branch_maps(model: nn.Module, images: Tensor) -> dict[str, np.ndarray]:
     """Each branch's layer-4 activation map, per image.
 
-    The model runs in eval mode (batch norm with its running statistics, so the maps do not
-    depend on the batch and no statistics are updated); its mode is restored afterwards.
+    In eval mode (running batch-norm statistics: maps independent of the batch, no
+    statistics updated); the model's mode is restored afterwards.
 
     Args:
         model: a :class:`canlib.model.CANModel` (anything with ``feature_maps(images)``
@@ -660,12 +667,8 @@ def branch_maps(model: nn.Module, images: Tensor) -> dict[str, np.ndarray]:
     Returns:
         branch -> (N, h, w) float32 maps in [0, 1] (:func:`activation_map` of each image).
     """
-    was_training = model.training
-    model.eval()
-    try:
+    with _eval_mode(model):
         maps = model.feature_maps(images.to(_device(model)))
-    finally:
-        model.train(was_training)
     return {name: np.stack([activation_map(m) for m in fmap]) for name, fmap in maps.items()}
 
 
@@ -715,12 +718,10 @@ def feature_map_figure(
 class SimilarityTarget:
     """Grad-CAM target for an embedding model: cosine similarity to a reference embedding.
 
-    ``pytorch_grad_cam`` calls a target with one image's model output (``(D,)``; ``(B, D)``
-    works too) and back-propagates the returned score. Ours (grad-cam has no target for
-    embeddings): the score is ``cos(output, reference)``, so the map shows what makes the image
-    look like the reference. Note that the gradient vanishes when the output equals the
-    reference (the similarity is at its maximum), so an image's own embedding is a useless
-    reference: use another image of the same person, e.g. the query for a gallery image.
+    Ours (grad-cam has no target for embeddings): ``pytorch_grad_cam`` back-propagates
+    ``cos(output, reference)`` of one image's output ((D,) or (B, D)), so the map shows what
+    makes the image look like the reference. The gradient vanishes at the maximum, so an
+    image's own embedding is a useless reference: use another image of the same person.
 
     Args:
         reference_embedding: (D,) embedding.
@@ -772,9 +773,8 @@ def gradcam_maps(
     """Grad-CAM of each image's similarity to its reference embedding.
 
     Uses ``pytorch_grad_cam.GradCAM`` (grad-cam 1.5) with a :class:`SimilarityTarget` per
-    image. GradCAM puts the model in eval mode; the mode is restored afterwards, and the
-    parameter gradients the backward pass leaves are cleared (set to None). With several
-    target layers grad-cam averages their maps (each scaled to [0, 1] first).
+    image, in eval mode; the model's mode is restored and its parameter gradients cleared
+    afterwards. Several target layers' maps are averaged (each scaled to [0, 1] first).
 
     Args:
         model: returns (N, D) embeddings in eval mode (a CANModel without ``flip_test``: a
@@ -801,30 +801,24 @@ def gradcam_maps(
             f"shape {tuple(references.shape)}"
         )
     layers = [target_layer] if isinstance(target_layer, nn.Module) else list(target_layer)
-    was_training = model.training
-    cam = GradCAM(model=model, target_layers=layers)
-    try:
-        with torch.enable_grad():
+    with _eval_mode(model), torch.enable_grad():
+        cam = GradCAM(model=model, target_layers=layers)
+        try:
             maps = cam(
                 input_tensor=images.to(_device(model)),
                 targets=[SimilarityTarget(r) for r in references],
             )
-    finally:
-        cam.activations_and_grads.release()
-        model.zero_grad(set_to_none=True)  # the backward pass left gradients on the weights
-        model.train(was_training)
+        finally:
+            cam.activations_and_grads.release()
+            model.zero_grad(set_to_none=True)  # the backward pass left gradients on the weights
     return np.asarray(maps, dtype=np.float32)
 
 
 @torch.no_grad()
 def _embed(model: nn.Module, images: Tensor) -> Tensor:
     """Eval-mode embeddings of ``images``, the model's mode restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
+    with _eval_mode(model):
         return model(images.to(_device(model)))
-    finally:
-        model.train(was_training)
 
 
 def gradcam_figure(
