@@ -19,13 +19,10 @@ ordering any gallery indices, because the metrics only need the rank of each tru
 * The second count is needed only where another kept item has exactly the match's distance
   (searching on both sides tells); it is counted directly on those rows.
 
-The cost is one value sort per row, whatever the model: an earlier version counted only the
-items at or below each query's hardest true match and was 7x slower for a model without
-signal (mAP near 0), where the hardest match ranks near the end and that filter keeps almost
-the whole matrix (see ``benchmarks/README.md``). Extra memory is bounded by the chunk: under
-20 bytes per entry of a chunk of ``chunk_elems`` distances (4M by default), whatever the size
-of ``distmat``; a float32 ``np.memmap`` or a CUDA tensor works as ``distmat`` and is read one
-chunk of rows at a time.
+The cost is one value sort per row, about as fast for a model without signal (mAP near 0) as
+for a good one (``benchmarks/README.md``). Extra memory is bounded by the chunk: under 20 bytes
+per entry of a chunk of ``chunk_elems`` distances (4M by default), whatever the size of
+``distmat``; a float32 ``np.memmap`` or a CUDA tensor is read one chunk of rows at a time.
 """
 
 from __future__ import annotations
@@ -94,24 +91,22 @@ def _device_of(x: ArrayLike) -> torch.device:
 
 
 def _rows(x: ArrayLike, start: int, stop: int) -> torch.Tensor:
-    """Rows ``start:stop`` of a numpy array (memmap included) or tensor, as a tensor (detached
-    from autograd: distances computed with gradients on work too)."""
+    """Rows ``start:stop`` of a distance matrix (numpy, memmap included, or tensor) as a
+    tensor on its device: detached from autograd, refused if it holds a NaN, half precision
+    widened to float32 (exact; numpy has no bfloat16)."""
     if isinstance(x, torch.Tensor):
-        return x[start:stop].detach()
-    chunk = np.asarray(x[start:stop])
-    if not chunk.flags.writeable or not chunk.flags.c_contiguous:
-        chunk = np.ascontiguousarray(chunk).copy()
-    return torch.from_numpy(chunk)
-
-
-def _check_no_nan(chunk: torch.Tensor, name: str) -> None:
-    """Raise NonFiniteError if ``chunk`` holds a NaN (one cheap sum in the usual case)."""
-    if not chunk.is_floating_point():
-        return
+        chunk = x[start:stop].detach()
+    else:
+        rows = np.asarray(x[start:stop])
+        if not rows.flags.writeable or not rows.flags.c_contiguous:
+            rows = np.ascontiguousarray(rows).copy()
+        chunk = torch.from_numpy(rows)
     # A finite sum proves there is no NaN; only an infinite or NaN sum needs the full check.
-    if torch.isfinite(chunk.sum()) or not torch.isnan(chunk).any():
-        return
-    raise NonFiniteError(f"{name} contains NaN distances; expected finite values.")
+    if chunk.is_floating_point() and not torch.isfinite(chunk.sum()) and torch.isnan(chunk).any():
+        raise NonFiniteError("distmat contains NaN distances; expected finite values.")
+    if chunk.dtype in (torch.float16, torch.bfloat16):
+        chunk = chunk.float()
+    return chunk
 
 
 # --------------------------------------------------------------------------- distances
@@ -248,11 +243,7 @@ def _walk(hits: np.ndarray) -> tuple[int, float, float]:
 
 def _host_row(distmat: ArrayLike, i: int) -> np.ndarray:
     """Row ``i`` of ``distmat`` as a numpy array on the host, refused if it holds a NaN."""
-    row = _rows(distmat, i, i + 1)[0]
-    _check_no_nan(row, "distmat")
-    if row.dtype in (torch.float16, torch.bfloat16):
-        row = row.float()
-    return row.cpu().numpy()
+    return _rows(distmat, i, i + 1)[0].cpu().numpy()
 
 
 def _summary(
@@ -309,7 +300,7 @@ def _validate_rank_inputs(
             "equals 1 (every valid query has found its first match by then).",
             stacklevel=3,
         )
-    return arrays[0], arrays[1], arrays[2], arrays[3]
+    return tuple(arrays)
 
 
 def evaluate_rank_reference(
@@ -424,20 +415,16 @@ def _evaluate_all_shot(
     gives the rank of every true match of the chunk, and :func:`_metrics_from_ranks` turns
     them into each valid query's first-hit position, AP and INP.
     """
-    device = _device_of(distmat)
     num_q, num_g = int(distmat.shape[0]), int(distmat.shape[1])
     match_q, match_g = _true_matches(q_pids, g_pids, q_camids, g_camids)
     rows_per_chunk = max(1, chunk_elems // num_g)
     first_hits, aps, inps = [np.zeros(0, np.int64)], [np.zeros(0)], [np.zeros(0)]
     for start in range(0, num_q, rows_per_chunk):
         stop = min(num_q, start + rows_per_chunk)
-        dist = _rows(distmat, start, stop).to(device)
-        _check_no_nan(dist, "distmat")
+        dist = _rows(distmat, start, stop)  # read (and NaN-checked) even without a match
         lo, hi = np.searchsorted(match_q, [start, stop])
         if lo == hi:  # no query of the chunk has a true match
             continue
-        if dist.dtype in (torch.float16, torch.bfloat16):
-            dist = dist.float()  # exact; numpy has no bfloat16
         keep = kept(q_pids[start:stop, None], q_camids[start:stop, None], g_pids, g_camids)
         ranks = _match_ranks(dist, keep, match_q[lo:hi] - start, match_g[lo:hi], chunk_elems)
         first, ap, inp = _metrics_from_ranks(match_q[lo:hi], ranks)
