@@ -63,27 +63,12 @@ __all__ = [
     "stripe_rows",
 ]
 
-# name -> (block, blocks per stage, torchvision builder, torchvision weights enum member), for
-# each of canlib.rules.RESNETS; the narrow aliases live there too (BACKBONE_ALIASES).
-_RESNETS: dict[str, tuple[type[nn.Module], list[int], Any, Any]] = {
-    "resnet18": (
-        tv_resnet.BasicBlock,
-        [2, 2, 2, 2],
-        tv_resnet.resnet18,
-        tv_resnet.ResNet18_Weights.IMAGENET1K_V1,
-    ),
-    "resnet34": (
-        tv_resnet.BasicBlock,
-        [3, 4, 6, 3],
-        tv_resnet.resnet34,
-        tv_resnet.ResNet34_Weights.IMAGENET1K_V1,
-    ),
-    "resnet50": (
-        tv_resnet.Bottleneck,
-        [3, 4, 6, 3],
-        tv_resnet.resnet50,
-        tv_resnet.ResNet50_Weights.IMAGENET1K_V1,
-    ),
+# name -> (block, blocks per stage, ImageNet weights), for each of canlib.rules.RESNETS, as
+# torchvision's builders use them; the narrow aliases live in rules too (BACKBONE_ALIASES).
+_RESNETS: dict[str, tuple[type[nn.Module], list[int], Any]] = {
+    "resnet18": (tv_resnet.BasicBlock, [2, 2, 2, 2], tv_resnet.ResNet18_Weights.IMAGENET1K_V1),
+    "resnet34": (tv_resnet.BasicBlock, [3, 4, 6, 3], tv_resnet.ResNet34_Weights.IMAGENET1K_V1),
+    "resnet50": (tv_resnet.Bottleneck, [3, 4, 6, 3], tv_resnet.ResNet50_Weights.IMAGENET1K_V1),
 }
 POOLS = ("concat", "max", "avg")
 EMBEDDINGS = ("shared", "mgn")
@@ -132,7 +117,7 @@ def _narrow_resnet(name: str, width: float) -> nn.Module:
     torchvision's ``ResNet`` hard-codes 64 stem channels, so narrow variants are assembled here
     from torchvision's own blocks, with its initialisation (Kaiming-normal fan-out, BN 1/0).
     """
-    block, layers, _, _ = _RESNETS[name]
+    block, layers, _ = _RESNETS[name]
     base = round(64 * width)
     net = nn.Module()
     net.conv1 = nn.Conv2d(3, base, kernel_size=7, stride=2, padding=3, bias=False)
@@ -157,7 +142,7 @@ def _narrow_resnet(name: str, width: float) -> nn.Module:
 
 def _imagenet_state_dict(name: str) -> dict[str, Tensor]:
     """torchvision's ImageNet weights for ``name``, from the torch hub cache or the internet."""
-    url = _RESNETS[name][3].url
+    url = _RESNETS[name][2].url
     filename = os.path.basename(url)
     cache = os.path.join(torch.hub.get_dir(), "checkpoints")
     try:
@@ -222,7 +207,7 @@ def build_resnet(
             )
         net = _narrow_resnet(name, width)
     else:
-        net = _RESNETS[name][2](weights=None)
+        net = tv_resnet.ResNet(*_RESNETS[name][:2])  # what tv_resnet.resnet50(weights=None) does
     if pretrained is False:
         return net
     if pretrained is True:
@@ -324,25 +309,6 @@ def stripe_rows(height: int, stripes: int, method: str = "adaptive") -> list[tup
     return [(i * stride, i * stride + kernel) for i in range(stripes)]
 
 
-def _pool(x: Tensor, output_rows: int, method: str, pool: str) -> Tensor:
-    """Pool ``x`` (B, C, H, W) to (B, C', output_rows) with the given row method and pool kind.
-
-    Each stripe is reduced over its own row slice rather than with ``F.adaptive_*_pool2d``: the
-    result is the same (``adaptive`` rows are torch's bins) but the backward pass stays
-    deterministic on CUDA, where torch's adaptive pooling gradients are not.
-    """
-    cols = []
-    for start, end in stripe_rows(x.shape[2], output_rows, method):
-        window = x[:, :, start:end]
-        parts = []
-        if pool != "avg":
-            parts.append(window.amax(dim=(2, 3)))
-        if pool != "max":
-            parts.append(window.mean(dim=(2, 3)))
-        cols.append(torch.cat(parts, dim=1))
-    return torch.stack(cols, dim=2)
-
-
 def stripe_pool(x: Tensor, stripes: int, method: str = "adaptive", pool: str = "concat") -> Tensor:
     """Pool a map into ``stripes`` horizontal stripes, each over the full width.
 
@@ -359,7 +325,19 @@ def stripe_pool(x: Tensor, stripes: int, method: str = "adaptive", pool: str = "
     """
     if pool not in POOLS:
         raise ConfigError(f"unknown pool {pool!r}; valid: {', '.join(POOLS)}")
-    return _pool(x, stripes, method, pool)
+    # Each stripe is reduced over its own rows rather than with ``F.adaptive_*_pool2d``: the
+    # same result (``adaptive`` rows are torch's bins), but a deterministic backward on CUDA,
+    # where torch's adaptive pooling gradients are not.
+    cols = []
+    for start, end in stripe_rows(x.shape[2], stripes, method):
+        window = x[:, :, start:end]
+        parts = []
+        if pool != "avg":
+            parts.append(window.amax(dim=(2, 3)))
+        if pool != "max":
+            parts.append(window.mean(dim=(2, 3)))
+        cols.append(torch.cat(parts, dim=1))
+    return torch.stack(cols, dim=2)
 
 
 # --------------------------------------------------------------------------- heads
@@ -596,14 +574,12 @@ class CANModel(nn.Module):
         if not global_branch and not self.parts:
             raise ConfigError("a model needs a branch: set global_branch=True or give parts")
         self.collaborative = bool(collaborative)
-        self.global_branch = bool(global_branch)
         self.pool_type = pool_type
         self.pooling = pooling
         self.test_features = test_features
         self.flip_test = bool(flip_test)
         self.embed_bn = bool(embed_bn)
         self.embed_dim = embed_dim
-        self.num_classes = num_classes
 
         # (branch name, stripes (0 for the global branch), layer4 stride)
         self.branch_specs: list[tuple[str, int, int]] = (
@@ -771,27 +747,24 @@ class CANModel(nn.Module):
 
 # --------------------------------------------------------------------------- builder
 
-# name -> (preset options, options the name fixes)
-_PRESETS: dict[str, tuple[dict[str, Any], frozenset[str]]] = {
-    "can": ({}, frozenset()),
-    "global": ({"parts": ()}, frozenset({"parts", "collaborative", "global_branch"})),
-    "mgn": (
-        {
-            "parts": (2, 3),
-            "collaborative": False,
-            "pool_type": "max",
-            "embedding": "mgn",
-            "classifier": "linear",
-            "global_stride": 2,
-            "split": "layer3.1",
-        },
-        frozenset({"parts", "collaborative", "global_branch"}),
-    ),
+# name -> preset options. Every name but ``can`` fixes the branches (_BRANCH_OPTIONS).
+_PRESETS: dict[str, dict[str, Any]] = {
+    "can": {},
+    "global": {"parts": ()},
+    "mgn": {
+        "parts": (2, 3),
+        "collaborative": False,
+        "pool_type": "max",
+        "embedding": "mgn",
+        "classifier": "linear",
+        "global_stride": 2,
+        "split": "layer3.1",
+    },
 }
-_NOT_OPTIONS = ("self", "num_classes")
+_BRANCH_OPTIONS = frozenset({"parts", "collaborative", "global_branch"})
 # Every keyword option of CANModel, read from its signature so the two cannot drift apart.
 _OPTIONS: tuple[str, ...] = tuple(
-    sorted(p for p in inspect.signature(CANModel.__init__).parameters if p not in _NOT_OPTIONS)
+    sorted(set(inspect.signature(CANModel.__init__).parameters) - {"self", "num_classes"})
 )
 
 
@@ -813,8 +786,7 @@ def build_model(name: str, num_classes: int, **options: Any) -> CANModel:
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
         raise ConfigError(f"unknown model option(s) {unknown}; valid: {', '.join(_OPTIONS)}")
-    preset, fixed = _PRESETS[name]
-    clash = sorted(set(options) & fixed)
+    clash = sorted(set(options) & _BRANCH_OPTIONS) if name != "can" else []
     if clash:
         raise ConfigError(f"model {name!r} fixes {clash}; use name 'can' to change them")
-    return CANModel(num_classes, **{**preset, **options})
+    return CANModel(num_classes, **{**_PRESETS[name], **options})
