@@ -86,6 +86,12 @@ def _shape2d(x: ArrayLike, name: str) -> tuple[int, int]:
     return int(x.shape[0]), int(x.shape[1])
 
 
+def _check_positive_int(name: str, value: Any) -> None:
+    """Raise a ValueError naming ``name`` unless ``value`` is an integer >= 1 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
 def _device_of(x: ArrayLike) -> torch.device:
     return x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
 
@@ -292,8 +298,7 @@ def _validate_rank_inputs(
         if len(a) != n:
             raise ValueError(f"{name} has length {len(a)} but distmat has shape {(nq, ng)}.")
         arrays.append(a)
-    if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or max_rank < 1:
-        raise ValueError(f"max_rank must be a positive integer, got {max_rank!r}.")
+    _check_positive_int("max_rank", max_rank)
     if max_rank > ng:
         warnings.warn(
             f"max_rank={max_rank} exceeds the gallery size {ng}; cmc[k] for k >= {ng} "
@@ -767,9 +772,8 @@ def _validate_rerank(
         raise ValueError(f"q_q must have shape {(nq, nq)} to match q_g, got {tuple(q_q.shape)}.")
     if _shape2d(g_g, "g_g") != (ng, ng):
         raise ValueError(f"g_g must have shape {(ng, ng)} to match q_g, got {tuple(g_g.shape)}.")
-    for name, k in (("k1", k1), ("k2", k2)):
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"{name} must be a positive integer, got {k!r}.")
+    _check_positive_int("k1", k1)
+    _check_positive_int("k2", k2)
     if not 0.0 <= lambda_value <= 1.0:
         raise ValueError(f"lambda_value must be in [0, 1], got {lambda_value!r}.")
     return nq, ng
@@ -848,18 +852,20 @@ def _initial_ranks(
     step = max(1, chunk_elems // n)
     rank = np.empty((n, k), dtype=np.int64)
     colmax = np.empty(n, dtype=np.float64)
-    for s in range(0, n, step):
-        e = min(n, s + step)
-        rows = _squared_columns(q_g, q_q, g_g, s, e, dev)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        rows = _squared_columns(q_g, q_q, g_g, start, stop, dev)
         # Unlike ranking, re-ranking divides by column maxima: an inf would turn into NaN.
         if not torch.isfinite(rows.sum()):
             raise NonFiniteError(
                 "re_rank distances contain NaN or infinite values; expected finite distances."
             )
-        m = rows.max(dim=1).values
-        colmax[s:e] = m.double().cpu().numpy()
-        rows = rows / torch.where(m > 0, m, torch.ones_like(m))[:, None]
-        rank[s:e] = torch.topk(rows, k, dim=1, largest=False, sorted=True).indices.cpu().numpy()
+        maxima = rows.max(dim=1).values
+        colmax[start:stop] = maxima.double().cpu().numpy()
+        rows = rows / torch.where(maxima > 0, maxima, torch.ones_like(maxima))[:, None]
+        rank[start:stop] = (
+            torch.topk(rows, k, dim=1, largest=False, sorted=True).indices.cpu().numpy()
+        )
     colmax[colmax == 0] = 1.0  # an all-zero column stays zero rather than becoming NaN
     return rank, colmax
 

@@ -198,7 +198,7 @@ def _validate(
     ]:
         if not (isinstance(value, int) and value >= 1):
             raise ConfigError(f"{name} must be a positive int, got {value!r}")
-    flags = [bool(g) for g in (is_global.tolist() if isinstance(is_global, Tensor) else is_global)]
+    flags = [bool(g) for g in is_global]
     if len(flags) != num_features:
         raise ConfigError(
             f"is_global has {len(flags)} entries but num_features={num_features}; pass the "
@@ -220,12 +220,11 @@ class CANLoss(nn.Module):
     covers every feature's logits. The clustering losses see ``outputs["features"]`` (pre-BN) and
     are averaged over the selected features (as MGN averages its triplet terms).
 
-    ``mgn`` is the MGN baseline's own recipe (Wang et al., "Learning Discriminative Features with
-    Multiple Granularities for Person Re-Identification", ACM MM 2018; MGN-pytorch
-    ``loss/__init__.py``): cross-entropy on all 8 features' logits averaged over the 8
-    classifiers, batch-hard triplet on the 3 global features averaged over them, no center loss;
-    with MGN-pytorch's margin 1.2 (``--margin``), which the MGN table rows set. On the MGN model
-    it computes the same terms as ``ce+triplet``; the name says whose recipe a run follows.
+    ``mgn`` is the MGN baseline's own recipe (module docstring; MGN-pytorch ``loss/__init__.py``):
+    cross-entropy on all 8 features' logits averaged over the 8 classifiers, batch-hard triplet
+    on the 3 global features averaged over them, no center loss, with MGN-pytorch's margin 1.2
+    (``--margin``), which the MGN table rows set. On the MGN model it computes the same terms as
+    ``ce+triplet``; the name says whose recipe a run follows.
 
     Args:
         num_classes: C, training identities.

@@ -116,8 +116,6 @@ def build_test_loader(
     return DataLoader(
         ImageDataset(records, transform),
         batch_size=batch_size,
-        shuffle=False,
-        drop_last=False,
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
     )
