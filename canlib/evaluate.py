@@ -359,9 +359,8 @@ def evaluate_rank(
     """CMC, mAP and mINP of a query-gallery distance matrix.
 
     ``protocol='market1501'`` (default; also DukeMTMC-reID, MSMT17, CUHK03 new protocol): the
-    items that :func:`kept` removes (same pid and camera, junk) are dropped, distractors are
-    negatives, queries without a true match are skipped, ties follow gallery order. Equal to
-    :func:`evaluate_rank_reference` (the textbook algorithm), faster: see the module docstring.
+    protocol of the module docstring. Equal to :func:`evaluate_rank_reference` (the textbook
+    algorithm), faster: see the module docstring.
 
     ``protocol='cuhk03-single-shot'``: the old CUHK03 single-gallery-shot CMC (as torchreid's
     ``eval_cuhk03``): after the same removals, one gallery image per identity is drawn at
@@ -580,10 +579,8 @@ def ranked_gallery(
     g_cams: np.ndarray,
     topk: int = 10,
 ) -> list[tuple[int, bool]]:
-    """The top-k gallery items of one query under the Market-1501 protocol.
-
-    Gallery items with the query's pid and camera, and junk (pid -1), are removed
-    (:func:`kept`), as in :func:`evaluate_rank`; ties are broken by gallery order.
+    """The top-k gallery items of one query under the Market-1501 protocol, as
+    :func:`evaluate_rank` ranks them (:func:`kept` items only, ties in gallery order).
 
     Args:
         distmat_row: (G,) distances from the query to the gallery.
@@ -623,11 +620,10 @@ def top1_breakdown(
 ) -> dict[str, int]:
     """What each query's first-ranked gallery item is, under the Market-1501 protocol.
 
-    A diagnostic for "why is rank-1 low": the top item (same-pid-same-camera items and
-    junk removed, ties by gallery order, as in :func:`evaluate_rank`) is counted as the same
-    identity, another identity of the same *group* (``group_of`` maps pid -> group, e.g. the
-    synthetic dataset's look-alike families), a distractor (pid 0), or another identity
-    from the query's camera or from another camera.
+    A diagnostic for "why is rank-1 low": the top item (as :func:`ranked_gallery` ranks it)
+    is counted as the same identity, another identity of the same *group* (``group_of`` maps
+    pid -> group, e.g. the synthetic dataset's look-alike families), a distractor (pid 0), or
+    another identity from the query's camera or from another camera.
 
     Returns:
         Counts per kind in :data:`TOP1_KINDS` order, summing to the number of queries that

@@ -622,17 +622,15 @@ class CANModel(nn.Module):
         channels = _out_channels(net.layer4)
         self.in_dim = channels * (2 if self.pool_type == "concat" else 1)
 
-        self.is_global: list[bool] = []
         self._layout: list[tuple[str, tuple[int, ...]]] = []  # (branch, stripe indices)
         for name, n, _ in self.branch_specs:
-            self.is_global.append(True)
             self._layout.append((name, ()))
             if n:
                 k = n - 1 if self.collaborative else n
-                self.is_global += [False] * k
                 self._layout += [
                     (name, (i, i + 1) if self.collaborative else (i,)) for i in range(k)
                 ]
+        self.is_global: list[bool] = [not stripes for _, stripes in self._layout]
         self.num_features = len(self.is_global)
 
         if embedding == "shared":
