@@ -259,6 +259,7 @@ class CANLoss(nn.Module):
     ) -> None:
         super().__init__()
         flags = _validate(num_classes, num_features, feat_dim, is_global, mode, center_weight)
+        self.mode = mode
         self.use_triplet, self.use_center, every_feature = _MODES[mode]
         self.margin = margin
         self.center_weight = center_weight

@@ -573,6 +573,7 @@ class CANModel(nn.Module):
         self.parts = _validate_parts(parts, _map_size(input_size[0], 1), self.input_size)
         if not global_branch and not self.parts:
             raise ConfigError("a model needs a branch: set global_branch=True or give parts")
+        self.global_branch = bool(global_branch)
         self.collaborative = bool(collaborative)
         self.pool_type = pool_type
         self.pooling = pooling
@@ -580,6 +581,7 @@ class CANModel(nn.Module):
         self.flip_test = bool(flip_test)
         self.embed_bn = bool(embed_bn)
         self.embed_dim = embed_dim
+        self.num_classes = num_classes
 
         # (branch name, stripes (0 for the global branch), layer4 stride)
         self.branch_specs: list[tuple[str, int, int]] = (
