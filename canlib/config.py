@@ -458,18 +458,18 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         if isinstance(value, str) and value.lower() in _FALSE_WORDS:
             return False
         raise ConfigError(f"{key} expects true or false, got {value!r}")
+    # True and False are ints to Python, never numbers to a config; int("inf") overflows.
     if annotation is int:
         try:
-            number = float(value)
-            if isinstance(value, bool) or number != int(number):
+            if isinstance(value, bool) or float(value) != int(float(value)):
                 raise ValueError
-            return int(number)
-        except (TypeError, ValueError):
+            return int(float(value))
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{key} expects an integer, got {value!r}") from None
     if annotation is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} expects a number, got {value!r}")
         try:
-            if isinstance(value, bool):
-                raise TypeError
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key} expects a number, got {value!r}") from None

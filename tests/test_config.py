@@ -78,6 +78,10 @@ def test_overrides_are_parsed_by_field_type():
         ("train.lrr=1", "lrr"),
         ("trainer.lr=1", "section"),
         ("train.epochs=ten", "train.epochs"),
+        # float("inf") is a float, but int() of it overflows: the same one sentence.
+        ("train.epochs=inf", "train.epochs expects an integer, got 'inf'"),
+        ("train.epochs=2.5", "train.epochs expects an integer"),
+        ("train.epochs=true", "train.epochs expects an integer"),
         ("model.collaborative=maybe", "model.collaborative"),
         ("noequals", "section.field=value"),
     ],
