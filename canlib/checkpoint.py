@@ -37,10 +37,7 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if not isinstance(exc, (OSError, RuntimeError)):
-            raise
+    except (OSError, RuntimeError) as exc:
         # torch's zip writer reports a failed write (disk full) as an opaque RuntimeError
         # whose __context__ is the real OSError: name the file and the OS's reason.
         cause = exc if isinstance(exc, OSError) else exc.__context__
@@ -50,6 +47,8 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
         raise CheckpointError(
             f"could not write checkpoint {path} ({reason}); the previous checkpoint is intact"
         ) from exc
+    finally:  # a failed or interrupted write leaves no temporary file (a finished one has none)
+        Path(tmp).unlink(missing_ok=True)
 
 
 def save_checkpoint(state: dict[str, Any], run_dir: Path, epoch: int, keep: int = 2) -> Path:

@@ -325,6 +325,19 @@ def test_save_atomic_leaves_the_old_file_when_writing_fails(tmp_path, monkeypatc
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temp file left
 
 
+def test_save_atomic_interrupted_leaves_no_temp_file_and_stays_an_interrupt(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint-e00001.pt"
+
+    def interrupted_save(obj, handle):
+        handle.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.torch, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C is not turned into a CheckpointError
+        checkpoint.save_atomic({"w": torch.zeros(3)}, path)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_device_resident_pipeline_trains_and_resumes_exactly(market_root, tmp_path, monkeypatch):
     # data.pipeline=gpu (decoded uint8 cache + batched augmentation) also runs on CPU tensors;
     # its draws are a function of (seed, epoch), so a resumed run equals an uninterrupted one.
