@@ -45,7 +45,7 @@ from canlib.datasets import build_dataset
 from canlib.errors import CheckpointError, ConfigError, DatasetError, NonFiniteError
 from canlib.evaluate import evaluate_rank, pairwise_distance, re_rank, summarize
 from canlib.losses import CANLoss
-from canlib.model import build_model
+from canlib.model import build_model, eval_mode
 from canlib.synthetic import default_cache_dir
 from canlib.trunk import ensure_trunk, uses_trunk
 
@@ -834,19 +834,18 @@ def extract_features(
     flip = cfg.eval.flip if flip is None else flip
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    was_training = model.training
-    model.eval()
     feats, pids, camids = [], [], []
-    for images, batch_pids, batch_camids in tqdm(
-        test_batches(records, cfg, device), desc="features", leave=False, disable=not progress
-    ):
-        out = model(images).float()
-        if flip:
-            out = nn.functional.normalize(out + model(images.flip(-1)).float(), dim=1)
-        feats.append(out)
-        pids.append(np.asarray(batch_pids))
-        camids.append(np.asarray(batch_camids))
-    model.train(was_training)
+    batches = test_batches(records, cfg, device)
+    with eval_mode(model):
+        for images, batch_pids, batch_camids in tqdm(
+            batches, desc="features", leave=False, disable=not progress
+        ):
+            out = model(images).float()
+            if flip:
+                out = nn.functional.normalize(out + model(images.flip(-1)).float(), dim=1)
+            feats.append(out)
+            pids.append(np.asarray(batch_pids))
+            camids.append(np.asarray(batch_camids))
     features = torch.cat(feats)
     bad = (~torch.isfinite(features).all(dim=1)).nonzero().flatten().tolist()
     if bad:

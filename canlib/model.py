@@ -31,7 +31,8 @@ import inspect
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -59,6 +60,7 @@ __all__ = [
     "CANModel",
     "build_model",
     "build_resnet",
+    "eval_mode",
     "stripe_pool",
     "stripe_rows",
 ]
@@ -280,6 +282,17 @@ def _map_size(size: int, layer4_stride: int) -> int:
     for _ in range(4 if layer4_stride == 1 else 5):
         size = math.ceil(size / 2)
     return size
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` in eval mode, its training mode restored afterwards (even on an error)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 # --------------------------------------------------------------------------- pooling

@@ -12,7 +12,14 @@ import torchvision
 
 from canlib.errors import CheckpointError, ConfigError
 from canlib.losses import CANLoss
-from canlib.model import build_model, build_resnet, stripe_pool, stripe_rows, trunk_state_dict
+from canlib.model import (
+    build_model,
+    build_resnet,
+    eval_mode,
+    stripe_pool,
+    stripe_rows,
+    trunk_state_dict,
+)
 
 TINY = {"backbone": "resnet18-quarter", "pretrained": False}
 
@@ -463,3 +470,15 @@ def test_the_builders_tables_cover_the_rules_names():
 
     assert set(model._PRESETS) == set(rules.MODEL_NAMES)
     assert set(model._RESNETS) == set(rules.RESNETS)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_eval_mode_restores_the_mode_even_when_the_body_fails(training):
+    net = torch.nn.Sequential(torch.nn.BatchNorm1d(2), torch.nn.Dropout())
+    net.train(training)
+    with eval_mode(net):
+        assert not net.training and not net[0].training and not net[1].training
+    assert net.training is training and net[0].training is training
+    with pytest.raises(KeyboardInterrupt), eval_mode(net):
+        raise KeyboardInterrupt
+    assert net.training is training and net[1].training is training

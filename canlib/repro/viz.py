@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import logging
 import textwrap
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from canlib import synthetic
 from canlib.data.transforms import decode_image
 from canlib.errors import ConfigError, DatasetError, DatasetNotFoundError
 from canlib.evaluate import ranked_gallery
+from canlib.model import eval_mode
 from canlib.repro import stats
 from canlib.rules import JUNK_PID  # never a match, never shown in a ranked list
 from canlib.synthetic import ACCESSORY_COLOURS
@@ -641,17 +641,6 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Run ``model`` in eval mode, its mode restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 @torch.no_grad()
 def branch_maps(model: nn.Module, images: Tensor) -> dict[str, np.ndarray]:
     """Each branch's layer-4 activation map, per image.
@@ -667,7 +656,7 @@ def branch_maps(model: nn.Module, images: Tensor) -> dict[str, np.ndarray]:
     Returns:
         branch -> (N, h, w) float32 maps in [0, 1] (:func:`activation_map` of each image).
     """
-    with _eval_mode(model):
+    with eval_mode(model):
         maps = model.feature_maps(images.to(_device(model)))
     return {name: np.stack([activation_map(m) for m in fmap]) for name, fmap in maps.items()}
 
@@ -801,7 +790,7 @@ def gradcam_maps(
             f"shape {tuple(references.shape)}"
         )
     layers = [target_layer] if isinstance(target_layer, nn.Module) else list(target_layer)
-    with _eval_mode(model), torch.enable_grad():
+    with eval_mode(model), torch.enable_grad():
         cam = GradCAM(model=model, target_layers=layers)
         try:
             maps = cam(
@@ -817,7 +806,7 @@ def gradcam_maps(
 @torch.no_grad()
 def _embed(model: nn.Module, images: Tensor) -> Tensor:
     """Eval-mode embeddings of ``images``, the model's mode restored afterwards."""
-    with _eval_mode(model):
+    with eval_mode(model):
         return model(images.to(_device(model)))
 
 
