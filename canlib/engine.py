@@ -45,7 +45,7 @@ from canlib.datasets import build_dataset
 from canlib.errors import CheckpointError, ConfigError, DatasetError, NonFiniteError
 from canlib.evaluate import evaluate_rank, pairwise_distance, re_rank, summarize
 from canlib.losses import CANLoss
-from canlib.model import build_model, eval_mode
+from canlib.model import build_model, eval_mode, model_device
 from canlib.synthetic import default_cache_dir
 from canlib.trunk import ensure_trunk, uses_trunk
 
@@ -832,8 +832,7 @@ def extract_features(
         averaged and re-normalised.
     """
     flip = cfg.eval.flip if flip is None else flip
-    if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model) if device is None else device
     feats, pids, camids = [], [], []
     batches = test_batches(records, cfg, device)
     with eval_mode(model):

@@ -61,6 +61,7 @@ __all__ = [
     "build_model",
     "build_resnet",
     "eval_mode",
+    "model_device",
     "stripe_pool",
     "stripe_rows",
 ]
@@ -282,6 +283,11 @@ def _map_size(size: int, layer4_stride: int) -> int:
     for _ in range(4 if layer4_stride == 1 else 5):
         size = math.ceil(size / 2)
     return size
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 @contextmanager

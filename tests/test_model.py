@@ -16,6 +16,7 @@ from canlib.model import (
     build_model,
     build_resnet,
     eval_mode,
+    model_device,
     stripe_pool,
     stripe_rows,
     trunk_state_dict,
@@ -482,3 +483,8 @@ def test_eval_mode_restores_the_mode_even_when_the_body_fails(training):
     with pytest.raises(KeyboardInterrupt), eval_mode(net):
         raise KeyboardInterrupt
     assert net.training is training and net[1].training is training
+
+
+def test_model_device_is_the_first_parameters_device_and_cpu_without_parameters():
+    assert model_device(torch.nn.ReLU()) == torch.device("cpu")
+    assert model_device(torch.nn.Linear(2, 2).to("meta")) == torch.device("meta")

@@ -32,7 +32,7 @@ from canlib import synthetic
 from canlib.data.transforms import decode_image
 from canlib.errors import ConfigError, DatasetError, DatasetNotFoundError
 from canlib.evaluate import ranked_gallery
-from canlib.model import eval_mode
+from canlib.model import eval_mode, model_device
 from canlib.repro import stats
 from canlib.rules import JUNK_PID  # never a match, never shown in a ranked list
 from canlib.synthetic import ACCESSORY_COLOURS
@@ -637,10 +637,6 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarr
     return (1.0 - alpha) * base + alpha * colours
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def branch_maps(model: nn.Module, images: Tensor) -> dict[str, np.ndarray]:
     """Each branch's layer-4 activation map, per image.
@@ -657,7 +653,7 @@ def branch_maps(model: nn.Module, images: Tensor) -> dict[str, np.ndarray]:
         branch -> (N, h, w) float32 maps in [0, 1] (:func:`activation_map` of each image).
     """
     with eval_mode(model):
-        maps = model.feature_maps(images.to(_device(model)))
+        maps = model.feature_maps(images.to(model_device(model)))
     return {name: np.stack([activation_map(m) for m in fmap]) for name, fmap in maps.items()}
 
 
@@ -794,7 +790,7 @@ def gradcam_maps(
         cam = GradCAM(model=model, target_layers=layers)
         try:
             maps = cam(
-                input_tensor=images.to(_device(model)),
+                input_tensor=images.to(model_device(model)),
                 targets=[SimilarityTarget(r) for r in references],
             )
         finally:
@@ -807,7 +803,7 @@ def gradcam_maps(
 def _embed(model: nn.Module, images: Tensor) -> Tensor:
     """Eval-mode embeddings of ``images``, the model's mode restored afterwards."""
     with eval_mode(model):
-        return model(images.to(_device(model)))
+        return model(images.to(model_device(model)))
 
 
 def gradcam_figure(
